@@ -1,0 +1,52 @@
+# Image discovery, output paths, input functions and code versions shared by every stage.
+import os
+
+from tessera import TesseraError, codeversion, images, models
+
+
+def results(path):
+    # Every output path is built here, from one root, so that a run level can be added later.
+    return f"{config['results']}/{path}"
+
+
+def logs(path):
+    return f"{config['logs']}/{path}"
+
+
+def code(stage):
+    """A hash of the tessera modules the stage's script imports: editing them reruns the stage."""
+    return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))
+
+
+def _discover():
+    try:
+        models.get_preset(config["model"]["preset"])
+        found = images.discover(config["images"], config["recursive"])
+    except TesseraError as e:
+        raise WorkflowError(f"tessera: {e}") from None
+    usable = {f.image_id: f.path for f in found if f.image_id}
+    if not usable:
+        raise WorkflowError(
+            f"tessera: no image files in '{config['images']}' (looked for "
+            f"{', '.join(sorted(images.IMAGE_EXTENSIONS))}); point 'images' at a folder of images"
+        )
+    return usable, [(f.path, f.reason) for f in found if f.reason]
+
+
+IMAGES, SKIPPED = _discover()
+
+
+def source_of(image):
+    return os.path.join(config["images"], IMAGES[image])
+
+
+def source(wildcards):
+    return source_of(wildcards.image)
+
+
+def usable_images(wildcards):
+    """Images that decoded, read from the split table once the split checkpoint has run."""
+    import pandas as pd
+
+    table = pd.read_csv(checkpoints.split.get().output.tsv, sep="\t", keep_default_na=False)
+    return [i for i in table.image[table.split != "skipped"] if i in IMAGES]

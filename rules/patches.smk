@@ -1,0 +1,20 @@
+rule patches:
+    """Decode one image and cut it into square patches (an undecodable file is recorded, not fatal)."""
+    input:
+        image=source,
+    output:
+        patches=results("patches/{image}.npy"),
+        info=results("patches/{image}.json"),
+    log:
+        logs("patches/{image}.log"),
+    params:
+        settings=config["patches"],
+        code=code("patches"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/tessera.yaml"
+    script:
+        "../scripts/patches.py"

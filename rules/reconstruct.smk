@@ -1,0 +1,22 @@
+rule reconstruct:
+    """Rebuild one whole image tile by tile with the trained model, and measure it."""
+    input:
+        image=source,
+        model=results("model/model.keras"),
+        summary=results("model/summary.json"),
+    output:
+        png=results("reconstructed/{image}.png"),
+        metrics=results("reconstructed/{image}.json"),
+    log:
+        logs("reconstruct/{image}.log"),
+    params:
+        settings=config["reconstruct"],
+        code=code("reconstruct"),
+    threads: config["reconstruct"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/tessera.yaml"
+    script:
+        "../scripts/reconstruct.py"

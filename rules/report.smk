@@ -1,0 +1,42 @@
+rule report:
+    """One offline HTML page: loss, per-image metrics, galleries, skipped inputs, provenance."""
+    input:
+        history=results("model/history.tsv"),
+        summary=results("model/summary.json"),
+        split=results("dataset/split.tsv"),
+        metrics=lambda w: expand(results("reconstructed/{image}.json"), image=usable_images(w)),
+        rebuilt=lambda w: expand(results("reconstructed/{image}.png"), image=usable_images(w)),
+        sources=lambda w: [source_of(i) for i in usable_images(w)],
+    output:
+        html=results("report/index.html"),
+        loss=report(
+            results("report/loss.png"),
+            caption="captions/loss.rst",
+            category="Training",
+        ),
+        loss_tsv=report(
+            results("report/loss.tsv"),
+            caption="captions/loss_table.rst",
+            category="Training",
+        ),
+        metrics=report(
+            results("report/metrics.tsv"),
+            caption="captions/metrics.rst",
+            category="Reconstruction",
+        ),
+    log:
+        logs("report.log"),
+    params:
+        images=usable_images,
+        skipped=SKIPPED,
+        shown_config=config,
+        settings=config["report"],
+        code=code("report"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/tessera.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,25 @@
+rule train:
+    """Train the chosen preset on the training patches, validating on the validation images."""
+    input:
+        train=results("dataset/train.npy"),
+        val=results("dataset/val.npy"),
+    output:
+        model=results("model/model.keras"),
+        history=results("model/history.tsv"),
+        summary=results("model/summary.json"),
+    log:
+        logs("train.log"),
+    params:
+        settings={**config["train"], "preset": config["model"]["preset"]},
+        # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
+        resume=results(".resume/train"),
+        code=code("train"),
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/tessera.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,21 @@
+"""Rebuild one whole image tile by tile with the trained model (rule reconstruct)."""
+
+from tessera import backend, reconstruct
+from tessera.jobs import job
+
+with job(snakemake.log[0], "reconstruct"):
+    p = snakemake.params.settings
+    backend.configure(snakemake.threads)
+    record = reconstruct.run(
+        snakemake.input.model,
+        snakemake.input.summary,
+        snakemake.input.image,
+        snakemake.wildcards.image,
+        snakemake.output.png,
+        snakemake.output.metrics,
+        tile=p["tile"],
+        margin=p["margin"],
+        mode=p["mode"],
+        batch_size=p["batch_size"],
+    )
+    print(record)

@@ -1,0 +1,17 @@
+"""Train the model on the training patches (rule train)."""
+
+from tessera import train
+from tessera.jobs import job
+
+with job(snakemake.log[0], "train"):
+    summary = train.train(
+        snakemake.input.train,
+        snakemake.input.val,
+        snakemake.output.model,
+        snakemake.output.history,
+        snakemake.output.summary,
+        resume_root=snakemake.params.resume,
+        settings=snakemake.params.settings,
+        threads=snakemake.threads,
+    )
+    print({k: v for k, v in summary.items() if k not in ("settings", "versions")})

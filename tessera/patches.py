@@ -1,0 +1,54 @@
+"""Stage 1: cut square patches out of one image."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tessera import TesseraError
+from tessera.images import load_image
+
+
+def extract(image, size, stride, max_patches=None, seed=0):
+    """All size x size patches of an (H, W, C) array on a grid with the given stride.
+
+    Vectorised: a strided view of the image, copied once. When max_patches is set and there are
+    more, a seeded random subset is kept so that one huge photo does not outweigh the others.
+    Returns a uint8 array (N, size, size, C); N is 0 for an image smaller than one patch.
+    """
+    h, w, c = image.shape
+    if h < size or w < size:
+        return np.zeros((0, size, size, c), dtype=np.uint8)
+    view = sliding_window_view(image, (size, size, c))[::stride, ::stride, 0]
+    rows, cols = view.shape[:2]
+    n = rows * cols
+    if max_patches is not None and n > max_patches:
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_patches, replace=False))
+        return np.ascontiguousarray(view.reshape(n, size, size, c)[keep])
+    return np.ascontiguousarray(view).reshape(n, size, size, c)
+
+
+def run(image_path, image_id, out_npy, out_json, size, stride, max_patches, seed):
+    """Decode one image and write its patches; an undecodable file is recorded, not raised."""
+    info = {"image": image_id, "path": str(image_path)}
+    try:
+        image, notes = load_image(image_path)
+    except TesseraError as e:
+        patches = np.zeros((0, size, size, 3), dtype=np.uint8)
+        info.update(status="skipped", reason=str(e), patches=0)
+    else:
+        patches = extract(image, size, stride, max_patches, seed)
+        info.update(
+            status="ok",
+            height=image.shape[0],
+            width=image.shape[1],
+            patches=len(patches),
+            notes=notes,
+        )
+        if len(patches) == 0:
+            info["notes"] = notes + [f"smaller than one {size}x{size} patch: used for reconstruction only"]
+    Path(out_npy).parent.mkdir(parents=True, exist_ok=True)
+    np.save(out_npy, patches)
+    Path(out_json).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    return info

@@ -1,0 +1,179 @@
+"""Stage 4: rebuild a whole image with a trained model, tile by tile, and measure the result."""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tessera import TesseraError
+from tessera.images import load_image, save_png
+
+MODES = ("crop", "blend", "naive")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the tiles of one image go. Coordinates are in the padded canvas."""
+
+    height: int
+    width: int
+    tile: int
+    margin: int
+    stride: int
+    rows: int
+    cols: int
+    mode: str
+
+    @property
+    def canvas(self):
+        return self.rows * self.stride + 2 * self.margin, self.cols * self.stride + 2 * self.margin
+
+    @property
+    def count(self):
+        return self.rows * self.cols
+
+
+def default_margin(radius, multiple):
+    """The receptive radius rounded up so that the stride stays a multiple of the size multiple."""
+    half = max(1, multiple // 2)
+    return -(-radius // half) * half
+
+
+def make_plan(height, width, tile, margin, multiple, mode="crop"):
+    """Tiles of tile x tile pixels whose centres, tile - 2 * margin wide, cover the image.
+
+    The image is reflect-padded by the margin on every side (and a little more at the bottom and
+    right so that edge tiles are whole). In "naive" mode the margin is 0: the blog post's first
+    attempt, whose tile edges show as seams.
+    """
+    if mode not in MODES:
+        raise TesseraError(f"reconstruct.mode: unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
+    if mode == "naive":
+        margin = 0
+    stride = tile - 2 * margin
+    if tile % multiple:
+        raise TesseraError(f"reconstruct.tile: {tile} is not a multiple of the model's size multiple {multiple}")
+    if stride <= 0 or stride % multiple:
+        raise TesseraError(
+            f"reconstruct.margin: tile {tile} - 2 x margin {margin} = {stride} must be a positive "
+            f"multiple of the model's size multiple {multiple}; raise reconstruct.tile or lower the margin"
+        )
+    rows, cols = -(-height // stride), -(-width // stride)
+    return Plan(height, width, tile, margin, stride, rows, cols, mode)
+
+
+def pad(image, plan):
+    """The image reflect-padded to the plan's canvas (same dtype)."""
+    ch, cw = plan.canvas
+    m = plan.margin
+    widths = ((m, ch - m - plan.height), (m, cw - m - plan.width), (0, 0))
+    return np.pad(image, widths, mode="reflect")
+
+
+def window(tile, margin):
+    """Blend weights: a Gaussian bump over the tile (as MONAI's sliding-window inference uses),
+    kept above zero so that every pixel has weight."""
+    sigma = max(tile / 8, 1.0)
+    r = np.arange(tile) - (tile - 1) / 2
+    g = np.exp(-0.5 * (r / sigma) ** 2)
+    w = np.outer(g, g)
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)[:, :, None]
+
+
+def predict_tiles(model, canvas, plan, batch_size):
+    """Yield (tile indices, model outputs) in batches of one fixed shape.
+
+    The last batch is padded with copies so that the compiled function never sees a new shape.
+    """
+    view = sliding_window_view(canvas, (plan.tile, plan.tile, canvas.shape[2]))[:: plan.stride, :: plan.stride, 0]
+    for start in range(0, plan.count, batch_size):
+        idx = np.arange(start, min(start + batch_size, plan.count))
+        full = np.resize(idx, batch_size)  # repeats the indices to fill the last batch
+        batch = view[full // plan.cols, full % plan.cols].astype(np.float32) / np.float32(255)
+        out = np.asarray(model.predict_on_batch(batch))
+        yield idx, out[: len(idx)]
+
+
+def reconstruct(model, image, plan, batch_size=8):
+    """Run the model over a uint8 image tile by tile; returns float32 (H, W, C) in the model's range."""
+    canvas = pad(image, plan)
+    h, w, c = image.shape
+    m, s, t = plan.margin, plan.stride, plan.tile
+    if plan.mode == "blend":
+        acc = np.zeros(plan.canvas + (c,), np.float32)
+        weight = np.zeros(plan.canvas + (1,), np.float32)
+        win = window(t, m)
+        for idx, out in predict_tiles(model, canvas, plan, batch_size):
+            for k, tile_out in zip(idx, out):
+                y, x = (k // plan.cols) * s, (k % plan.cols) * s
+                acc[y : y + t, x : x + t] += tile_out * win
+                weight[y : y + t, x : x + t] += win
+        return (acc / weight)[m : m + h, m : m + w]
+    result = np.empty((plan.rows * s, plan.cols * s, c), np.float32)
+    for idx, out in predict_tiles(model, canvas, plan, batch_size):
+        for k, tile_out in zip(idx, out):
+            y, x = (k // plan.cols) * s, (k % plan.cols) * s
+            result[y : y + s, x : x + s] = tile_out[m : m + s, m : m + s]
+    return result[:h, :w]
+
+
+def whole(model, image, plan):
+    """The model run once on the whole padded canvas, cropped: what tiling must reproduce."""
+    canvas = pad(image, plan).astype(np.float32)[None] / np.float32(255)
+    out = np.asarray(model.predict_on_batch(canvas))[0]
+    m = plan.margin
+    return out[m : m + plan.height, m : m + plan.width]
+
+
+def to_uint8(result):
+    return np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
+
+
+def metrics(original, rebuilt):
+    """PSNR and SSIM on the 8-bit images (as saved), MSE on the [0, 1] scale of the training loss."""
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    side = min(original.shape[:2])
+    win = min(7, side if side % 2 else side - 1)
+    a, b = original.astype(np.float64) / 255, rebuilt.astype(np.float64) / 255
+    return {
+        "psnr": float(peak_signal_noise_ratio(original, rebuilt, data_range=255)),
+        "ssim": float(structural_similarity(original, rebuilt, channel_axis=2, data_range=255, win_size=win))
+        if win >= 3
+        else float("nan"),
+        "mse": float(mean_squared_error(a, b)),
+    }
+
+
+def run(model_path, summary_path, image_path, image_id, out_png, out_json, tile, margin, mode, batch_size):
+    import keras
+
+    summary = json.loads(Path(summary_path).read_text())
+    model = keras.saving.load_model(model_path, compile=False)
+    multiple, radius = summary["size_multiple"], summary["receptive_radius"]
+    if margin is None:
+        margin = default_margin(radius, multiple)
+    image, _ = load_image(image_path)
+    plan = make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode)
+    started = time.perf_counter()
+    rebuilt = to_uint8(reconstruct(model, image, plan, batch_size))
+    seconds = time.perf_counter() - started
+    save_png(rebuilt, out_png)
+    record = {
+        "image": image_id,
+        "width": image.shape[1],
+        "height": image.shape[0],
+        **metrics(image, rebuilt),
+        "contrast_ratio": round(float(rebuilt.std() / max(image.std(), 1e-6)), 4),
+        "mode": mode,
+        "tile": tile,
+        "margin": plan.margin,
+        "tiles": plan.count,
+        "seconds": round(seconds, 3),
+        "megapixels_per_s": round(image.shape[0] * image.shape[1] / 1e6 / seconds, 3),
+    }
+    Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return record
