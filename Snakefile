@@ -7,11 +7,16 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The tessera library sits next to this file: import it here, and let every job import it too.
+# The tessera library sits next to this file: import it here, and let every job (local, conda or
+# on a cluster node) import it too.
 sys.path.insert(0, workflow.basedir)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
+
+
+envvars:
+    "PYTHONPATH",
 
 
 configfile: "config/config.yaml"

@@ -7,14 +7,14 @@ rule patches:
         info=results("patches/{image}.json"),
     log:
         logs("patches/{image}.log"),
-    params:
-        settings=config["patches"],
-        code=code("patches"),
+    conda:
+        "../envs/tessera.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/tessera.yaml"
+    params:
+        settings=config["patches"],
+        code=code("patches"),
     script:
         "../scripts/patches.py"

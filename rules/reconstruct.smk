@@ -9,14 +9,14 @@ rule reconstruct:
         metrics=results("reconstructed/{image}.json"),
     log:
         logs("reconstruct/{image}.log"),
-    params:
-        settings=config["reconstruct"],
-        code=code("reconstruct"),
+    conda:
+        "../envs/tessera.yaml"
     threads: config["reconstruct"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/tessera.yaml"
+    params:
+        settings=config["reconstruct"],
+        code=code("reconstruct"),
     script:
         "../scripts/reconstruct.py"

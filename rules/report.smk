@@ -26,17 +26,17 @@ rule report:
         ),
     log:
         logs("report.log"),
+    conda:
+        "../envs/tessera.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         images=usable_images,
         skipped=SKIPPED,
         shown_config=config,
         settings=config["report"],
         code=code("report"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/tessera.yaml"
     script:
         "../scripts/report.py"

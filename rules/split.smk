@@ -9,14 +9,14 @@ checkpoint split:
         tsv=results("dataset/split.tsv"),
     log:
         logs("split.log"),
-    params:
-        settings=config["split"],
-        code=code("split"),
+    conda:
+        "../envs/tessera.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/tessera.yaml"
+    params:
+        settings=config["split"],
+        code=code("split"),
     script:
         "../scripts/split.py"

@@ -9,17 +9,17 @@ rule train:
         summary=results("model/summary.json"),
     log:
         logs("train.log"),
-    params:
-        settings={**config["train"], "preset": config["model"]["preset"]},
-        # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
-        resume=results(".resume/train"),
-        code=code("train"),
+    conda:
+        "../envs/tessera.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        "../envs/tessera.yaml"
+    params:
+        settings={**config["train"], "preset": config["model"]["preset"]},
+        # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
+        resume=results(".resume/train"),
+        code=code("train"),
     script:
         "../scripts/train.py"

@@ -12,8 +12,13 @@ def configure(threads):
     if keras.config.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        except (
+            RuntimeError
+        ):  # already running in this process (a test calling twice): keep its setting
+            pass
 
 
 def devices():

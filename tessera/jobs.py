@@ -7,32 +7,48 @@ import traceback
 
 from tessera import TesseraError
 
+_terminal = sys.stderr
+
 
 @contextlib.contextmanager
 def job(log_path, stage):
     """Send everything the job prints to its log; turn failures into a one-line message and exit 1.
 
-    A TesseraError is the user's to fix, so it is shown without a traceback; anything else is a bug,
-    whose traceback stays in the log while the terminal gets one line pointing there.
+    The redirection is done on the file descriptors, so that what native libraries print (TensorFlow's
+    start-up lines) lands in the log too. A TesseraError is the user's to fix, so it is shown without
+    a traceback; anything else is a bug, whose traceback stays in the log while the terminal gets one
+    line pointing there.
     """
+    global _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    terminal = sys.stderr
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    with open(log_path, "w", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         try:
             yield log
         except TesseraError as e:
-            message = f"tessera {stage}: error: {e}"
-            print(message, file=log)
-            print(message, file=terminal)
-            sys.exit(1)
+            _fail(f"tessera {stage}: error: {e}")
         except Exception as e:
-            traceback.print_exc(file=log)
-            print(f"tessera {stage}: unexpected {type(e).__name__}: {e} (traceback in {log_path})", file=terminal)
-            sys.exit(1)
+            traceback.print_exc()
+            _fail(f"tessera {stage}: unexpected {type(e).__name__}: {e} (traceback in {log_path})")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+
+def _fail(message):
+    print(message, file=sys.stderr)
+    print(message, file=_terminal)
+    sys.exit(1)
 
 
 def warn(stage, message):
     """A warning a user should see in the terminal, not only in the log."""
-    print(f"tessera {stage}: warning: {message}", file=sys.__stderr__)
-    print(f"warning: {message}")
+    print(f"tessera {stage}: warning: {message}", file=_terminal)
+    print(f"warning: {message}", file=sys.stderr)

@@ -16,7 +16,9 @@ from tessera import TesseraError
 class Preset:
     name: str
     description: str
-    downsamplings: int  # declared for checks before any job runs; tests compare it to the built model
+    downsamplings: (
+        int  # declared for checks before any job runs; tests compare it to the built model
+    )
     build: Callable
 
 
@@ -67,7 +69,12 @@ def _compact(width=32, latent=12):
 PRESETS = {
     p.name: p
     for p in [
-        Preset("compact", "bottleneck autoencoder, 12-channel latent at 1/4 size (default)", 2, _compact),
+        Preset(
+            "compact",
+            "bottleneck autoencoder, 12-channel latent at 1/4 size (default)",
+            2,
+            _compact,
+        ),
         Preset("seed", "the blog post's 32x32 network, layer for layer", 0, _seed),
     ]
 }
@@ -98,7 +105,9 @@ def size_multiple(model, largest=64):
         if all(tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s) for s in sizes):
             return m
         m *= 2
-    raise TesseraError(f"model '{model.name}' does not give same-size outputs for any size multiple")
+    raise TesseraError(
+        f"model '{model.name}' does not give same-size outputs for any size multiple"
+    )
 
 
 def receptive_radius(model, trials=3, seed=0):

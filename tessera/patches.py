@@ -47,7 +47,9 @@ def run(image_path, image_id, out_npy, out_json, size, stride, max_patches, seed
             notes=notes,
         )
         if len(patches) == 0:
-            info["notes"] = notes + [f"smaller than one {size}x{size} patch: used for reconstruction only"]
+            info["notes"] = notes + [
+                f"smaller than one {size}x{size} patch: used for reconstruction only"
+            ]
     Path(out_npy).parent.mkdir(parents=True, exist_ok=True)
     np.save(out_npy, patches)
     Path(out_json).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")

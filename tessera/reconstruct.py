@@ -50,12 +50,16 @@ def make_plan(height, width, tile, margin, multiple, mode="crop"):
     attempt, whose tile edges show as seams.
     """
     if mode not in MODES:
-        raise TesseraError(f"reconstruct.mode: unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
+        raise TesseraError(
+            f"reconstruct.mode: unknown mode '{mode}'; choose one of: {', '.join(MODES)}"
+        )
     if mode == "naive":
         margin = 0
     stride = tile - 2 * margin
     if tile % multiple:
-        raise TesseraError(f"reconstruct.tile: {tile} is not a multiple of the model's size multiple {multiple}")
+        raise TesseraError(
+            f"reconstruct.tile: {tile} is not a multiple of the model's size multiple {multiple}"
+        )
     if stride <= 0 or stride % multiple:
         raise TesseraError(
             f"reconstruct.margin: tile {tile} - 2 x margin {margin} = {stride} must be a positive "
@@ -88,7 +92,9 @@ def predict_tiles(model, canvas, plan, batch_size):
 
     The last batch is padded with copies so that the compiled function never sees a new shape.
     """
-    view = sliding_window_view(canvas, (plan.tile, plan.tile, canvas.shape[2]))[:: plan.stride, :: plan.stride, 0]
+    view = sliding_window_view(canvas, (plan.tile, plan.tile, canvas.shape[2]))[
+        :: plan.stride, :: plan.stride, 0
+    ]
     for start in range(0, plan.count, batch_size):
         idx = np.arange(start, min(start + batch_size, plan.count))
         full = np.resize(idx, batch_size)  # repeats the indices to fill the last batch
@@ -141,14 +147,31 @@ def metrics(original, rebuilt):
     a, b = original.astype(np.float64) / 255, rebuilt.astype(np.float64) / 255
     return {
         "psnr": float(peak_signal_noise_ratio(original, rebuilt, data_range=255)),
-        "ssim": float(structural_similarity(original, rebuilt, channel_axis=2, data_range=255, win_size=win))
-        if win >= 3
-        else float("nan"),
+        "ssim": (
+            float(
+                structural_similarity(
+                    original, rebuilt, channel_axis=2, data_range=255, win_size=win
+                )
+            )
+            if win >= 3
+            else float("nan")
+        ),
         "mse": float(mean_squared_error(a, b)),
     }
 
 
-def run(model_path, summary_path, image_path, image_id, out_png, out_json, tile, margin, mode, batch_size):
+def run(
+    model_path,
+    summary_path,
+    image_path,
+    image_id,
+    out_png,
+    out_json,
+    tile,
+    margin,
+    mode,
+    batch_size,
+):
     import keras
 
     summary = json.loads(Path(summary_path).read_text())

@@ -24,7 +24,9 @@ def metrics_table(split_tsv, metric_files):
     table = pd.DataFrame(rows)
     table = split[["image", "path", "split"]].merge(table, on="image", how="inner")
     order = {"train": 0, "val": 1}
-    table = table.sort_values(["split", "image"], key=lambda c: c.map(order) if c.name == "split" else c)
+    table = table.sort_values(
+        ["split", "image"], key=lambda c: c.map(order) if c.name == "split" else c
+    )
     return table.reset_index(drop=True)
 
 
@@ -73,7 +75,9 @@ def gallery(table, rebuilt_files, out_dir, report_dir, thumb):
 
         before, _ = load_image(row.source)
         after = np.asarray(Image.open(rebuilt_png).convert("RGB"))
-        diff = np.clip(np.abs(before.astype(np.int16) - after.astype(np.int16)) * DIFF_GAIN, 0, 255).astype(np.uint8)
+        diff = np.clip(
+            np.abs(before.astype(np.int16) - after.astype(np.int16)) * DIFF_GAIN, 0, 255
+        ).astype(np.uint8)
         names = {}
         for kind, array in (("before", before), ("diff", diff)):
             full = images_dir / f"{row.image}.{kind}.png"
@@ -104,7 +108,9 @@ def warnings_for(table, summary):
             "on the validation images (the 'flat gray' failure); train longer or lower the learning rate"
         )
     if summary.get("stopped_by_budget"):
-        out.append(f"training stopped after {summary['epochs']} epochs at its time budget (train.max_minutes)")
+        out.append(
+            f"training stopped after {summary['epochs']} epochs at its time budget (train.max_minutes)"
+        )
     return out
 
 
@@ -127,11 +133,15 @@ def build(history_tsv, summary_json, split_tsv, items, skipped, config, thumbnai
     table.to_csv(out / "metrics.tsv", sep="\t", index=False)
     by_id = {item["image"]: item for item in items}
     table["source"] = [by_id[i]["source"] for i in table.image]
-    entries = gallery(table, [by_id[i]["rebuilt"] for i in table.image], out / "images", out, thumbnail)
+    entries = gallery(
+        table, [by_id[i]["rebuilt"] for i in table.image], out / "images", out, thumbnail
+    )
 
     split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
     skipped_rows = [{"path": p, "reason": r} for p, r in skipped]
-    skipped_rows += [{"path": r.path, "reason": r.reason} for r in split[split.split == "skipped"].itertuples()]
+    skipped_rows += [
+        {"path": r.path, "reason": r.reason} for r in split[split.split == "skipped"].itertuples()
+    ]
 
     env = Environment(loader=PackageLoader("tessera"), autoescape=select_autoescape())
     page = env.get_template("report.html.j2").render(
@@ -147,4 +157,3 @@ def build(history_tsv, summary_json, split_tsv, items, skipped, config, thumbnai
     )
     (out / "index.html").write_text(page)
     return out / "index.html"
-

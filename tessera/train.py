@@ -56,7 +56,9 @@ def make_batches(patches, batch_size, shuffle_seed, augment_on):
         def on_epoch_end(self):
             self.epoch += 1
             if shuffle_seed is not None:
-                self.order = np.random.default_rng([shuffle_seed, self.epoch]).permutation(len(patches))
+                self.order = np.random.default_rng([shuffle_seed, self.epoch]).permutation(
+                    len(patches)
+                )
 
     return Batches()
 
@@ -129,7 +131,17 @@ def resume_key(settings, *files):
     return h.hexdigest()[:16]
 
 
-def train(train_npy, val_npy, out_model, out_history, out_summary, resume_root, settings, threads=1, log=print):
+def train(
+    train_npy,
+    val_npy,
+    out_model,
+    out_history,
+    out_summary,
+    resume_root,
+    settings,
+    threads=1,
+    log=print,
+):
     """Train settings["preset"] and write the model, its per-epoch history and a summary.
 
     If an earlier run with the same settings and data was interrupted, training resumes from its
@@ -152,10 +164,15 @@ def train(train_npy, val_npy, out_model, out_history, out_summary, resume_root, 
     _truncate_history(history, resumed_from or 0)
 
     model = models.build(settings["preset"])
-    model.compile(optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]), loss=settings["loss"])
+    model.compile(
+        optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
+        loss=settings["loss"],
+    )
     info = models.describe(model)
     log(backend.describe())
-    log(f"preset {settings['preset']}: {info}; {len(train_x)} training and {len(val_x)} validation patches")
+    log(
+        f"preset {settings['preset']}: {info}; {len(train_x)} training and {len(val_x)} validation patches"
+    )
     if resumed_from:
         log(f"resuming after epoch {resumed_from} from {backup}")
 

@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "resources" / "sample_images"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def sample(name, box=None):
+    """A real photograph from the shipped samples, as RGB uint8, optionally cropped."""
+    im = Image.open(SAMPLES / name).convert("RGB")
+    return np.asarray(im.crop(box) if box else im)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """Three small crops of real photographs, for fast workflow runs."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, box in (
+        ("astronaut.png", (150, 40, 246, 136)),
+        ("coffee.png", (200, 100, 312, 180)),
+        ("rocket.jpg", (250, 150, 330, 246)),
+    ):
+        Image.fromarray(sample(name, box)).save(folder / (Path(name).stem + ".png"))
+    return folder
+
+
+def snakemake(workdir, *args, check=True, timeout=600):
+    """Run the real workflow with the repository's Snakefile in workdir; returns the CompletedProcess."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return proc
