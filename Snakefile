@@ -10,6 +10,8 @@ min_version("9.0")
 # The tessera library sits next to this file: import it here, and let every job (local, conda or
 # on a cluster node) import it too.
 sys.path.insert(0, workflow.basedir)
+from tessera import settings
+
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
@@ -20,6 +22,10 @@ envvars:
 
 
 configfile: "config/config.yaml"
+
+
+# --config values arrive as text; read them as the schema's types before validating.
+settings.coerce(config, settings.load_schema(workflow.source_path("config/config.schema.yaml")))
 
 
 validate(config, "config/config.schema.yaml")

@@ -1,7 +1,7 @@
 # Image discovery, output paths, input functions and code versions shared by every stage.
 import os
 
-from tessera import TesseraError, codeversion, images, models
+from tessera import TesseraError, codeversion, images, settings
 
 
 def results(path):
@@ -20,7 +20,7 @@ def code(stage):
 
 def _discover():
     try:
-        models.get_preset(config["model"]["preset"])
+        settings.check(config)
         found = images.discover(config["images"], config["recursive"])
     except TesseraError as e:
         raise WorkflowError(f"tessera: {e}") from None

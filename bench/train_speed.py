@@ -1,0 +1,90 @@
+"""Training patches/s of tessera's own data pipeline against a bare model.fit on in-memory arrays.
+
+The bare fit (no augmentation, arrays already float) is the ceiling Keras gives; tessera's figure
+includes uint8 -> float conversion, shuffling and flip/turn augmentation on the fly.
+
+    python bench/train_speed.py [--presets compact seed] [--epochs 3] [--batch 64]
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from tessera import backend, models, patches, train  # noqa: E402
+from tessera.images import load_image  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "sample_images"
+
+
+def dataset(size, n):
+    parts = [
+        patches.extract(load_image(p)[0], size, size // 2, max_patches=n // 4, seed=0)
+        for p in sorted(SAMPLES.glob("*.[pj][pn]g"))
+    ]
+    return np.concatenate(parts)[:n]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", nargs="+", default=["compact", "seed"])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--patches", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    import keras
+
+    backend.configure(args.threads)
+    data = dataset(32, args.patches)
+    print(
+        f"{keras.config.backend()} on {backend.devices()}, {len(data)} patches of 32x32, batch {args.batch}"
+    )
+    print(f"{'preset':10} {'bare fit':>12} {'tessera':>12} {'ratio':>7}")
+    for name in args.presets:
+        rates = {}
+        for kind in ("bare", "tessera"):
+            keras.utils.set_random_seed(0)
+            model = models.build(name)
+            model.compile(optimizer="adam", loss="mse")
+            if kind == "bare":
+                x = data.astype(np.float32) / 255
+                rate = _bare(model, x, args)
+            else:
+                batches = train.make_batches(data, args.batch, shuffle_seed=0, augment_on=True)
+                rate = _run(model, batches, args, None)
+            rates[kind] = rate
+        print(
+            f"{name:10} {rates['bare']:12.0f} {rates['tessera']:12.0f} {rates['tessera'] / rates['bare']:7.3f}"
+        )
+
+
+def _bare(model, x, args):
+    return _run(model, x, args, x)
+
+
+def _run(model, x, args, y):
+    import keras
+
+    times = []
+
+    class T(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, e, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    kw = {"batch_size": args.batch, "y": y} if y is not None else {}
+    model.fit(x, epochs=args.epochs, verbose=0, callbacks=[T()], **kw)
+    return args.patches * (len(times) - 1) / sum(times[1:])
+
+
+if __name__ == "__main__":
+    main()
