@@ -33,20 +33,16 @@ def tiny_folder(tmp_path):
     return folder
 
 
-def snakemake(workdir, *args, check=True, timeout=600):
+def snakemake_command(workdir, *args, snakefile=None):
+    """The command line that runs the workflow (the repository's, or the copy at snakefile) in workdir."""
+    snakefile = snakefile or REPO / "Snakefile"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir)]
+    return cmd + ["--cores", "2", *args]
+
+
+def snakemake(workdir, *args, check=True, timeout=600, snakefile=None):
     """Run the real workflow with the repository's Snakefile in workdir; returns the CompletedProcess."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args, snakefile=snakefile)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
