@@ -10,7 +10,7 @@ min_version("9.0")
 # The tessera library sits next to this file: import it here, and let every job (local, conda or
 # on a cluster node) import it too.
 sys.path.insert(0, workflow.basedir)
-from tessera import settings
+from tessera import TesseraError, settings
 
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -25,9 +25,16 @@ configfile: "config/config.yaml"
 
 
 # --config values arrive as text; read them as the schema's types before validating.
-settings.coerce(config, settings.load_schema(workflow.source_path("config/config.schema.yaml")))
+config_schema = settings.load_schema(workflow.source_path("config/config.schema.yaml"))
+settings.coerce(config, config_schema)
+try:
+    settings.validate(config, config_schema)
+except TesseraError as e:
+    # One line naming the key; SystemExit, as a WorkflowError would add a traceback of this file.
+    raise SystemExit(f"tessera: error: {e}")
 
 
+# Fills in the schema's defaults for keys left out.
 validate(config, "config/config.schema.yaml")
 
 

@@ -18,16 +18,22 @@ def code(stage):
     return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))
 
 
+def stop(error):
+    """A mistake the user can fix, found before any job runs: one line, exit status 1."""
+    # SystemExit, not WorkflowError: Snakemake would add its header and a traceback of this file.
+    raise SystemExit(f"tessera: error: {error}")
+
+
 def _discover():
     try:
         settings.check(config)
         found = images.discover(config["images"], config["recursive"])
     except TesseraError as e:
-        raise WorkflowError(f"tessera: {e}") from None
+        stop(e)
     usable = {f.image_id: f.path for f in found if f.image_id}
     if not usable:
-        raise WorkflowError(
-            f"tessera: no image files in '{config['images']}' (looked for "
+        stop(
+            f"no image files in '{config['images']}' (looked for "
             f"{', '.join(sorted(images.IMAGE_EXTENSIONS))}); point 'images' at a folder of images"
         )
     return usable, [(f.path, f.reason) for f in found if f.reason]

@@ -15,6 +15,9 @@ rule patches:
         runtime=10,
     params:
         settings=config["patches"],
+        max_megapixels=config["max_megapixels"],
+        # The file's path inside the images folder, as the report shows it.
+        name=lambda wildcards: IMAGES[wildcards.image],
         code=code("patches"),
     script:
         "../scripts/patches.py"

@@ -14,9 +14,12 @@ with job(snakemake.log[0], "patches"):
         stride=p["stride"],
         max_patches=p["max_per_image"],
         seed=p["seed"],
+        name=snakemake.params.name,
+        max_megapixels=snakemake.params.max_megapixels,
     )
     print(info)
+    source = snakemake.input.image
     if info["status"] != "ok":
-        warn("patches", f"skipped {info['path']}: {info['reason']}")
+        warn("patches", f"skipped {source}: {info['reason']}")
     for note in info.get("notes", []):
-        warn("patches", f"{info['path']}: {note}")
+        warn("patches", f"{source}: {note}")

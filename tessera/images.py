@@ -1,5 +1,6 @@
 """Finding images in a folder and decoding them to RGB uint8 arrays."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -8,17 +9,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from tessera import TesseraError
 
 # Extensions Pillow decodes that users keep photos and screenshots in; compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
-    ".png .jpg .jpeg .jpe .jfif .gif .bmp .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .ico".split()
+    (
+        ".png .jpg .jpeg .jpe .jfif .gif .bmp .tif .tiff .webp .avif "
+        ".ppm .pgm .pbm .pnm .tga .ico"
+    ).split()
 )
+# Image files Pillow cannot decode: named as such in the skipped list, with what to do.
+UNSUPPORTED_EXTENSIONS = frozenset(
+    ".heic .heif .svg .psd .dng .cr2 .cr3 .nef .arw .raf .orf .rw2 .jxl .jp2".split()
+)
+# The decoders those extensions need. Content decides the format (a JPEG named .png is fine), but
+# only among these: Pillow's EPS reader, for one, would run Ghostscript on a file named .png.
+_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO")
 
-# Characters kept as they are in an image id; anything else becomes "_" and the id gets a hash suffix.
+# Images with a side below this are skipped: nothing to learn from, nothing to measure.
+MIN_SIDE = 8
+# Transparent pixels are composited on this colour (white, as a web page shows them).
+BACKGROUND = (255, 255, 255)
+# Refused unless the user raises max_megapixels: about Pillow's own decompression-bomb threshold.
+DEFAULT_MAX_MEGAPIXELS = 100
+
+_HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+# Characters kept as they are in an image id; any other becomes "_" and the id gets a hash suffix.
 _UNSAFE = re.compile(r"[^\w.\-]", re.UNICODE)
+
+
+class UnusableImage(TesseraError):
+    """A file in the images folder that cannot be used; the run skips it and says why."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"cannot use '{path}': {reason}")
+        self.path = str(path)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -35,8 +65,8 @@ def image_id(relpath):
 
     The id keeps the name and extension (so a.jpg and a.png never collide) and replaces characters
     that are unsafe in paths, shells or wildcards with "_"; when it had to replace anything, a short
-    hash of the original name keeps two such names apart. The id depends on the name alone, so adding
-    or removing other images never renames an image's outputs.
+    hash of the original name keeps two such names apart. The id depends on the name alone, so
+    adding or removing other images never renames an image's outputs.
     """
     nfc = unicodedata.normalize("NFC", relpath)
     parts = [_UNSAFE.sub("_", p) for p in nfc.split("/")]
@@ -52,9 +82,10 @@ def image_id(relpath):
 def discover(folder, recursive=True):
     """List a folder's images without decoding them (cheap enough for Snakefile parse time).
 
-    Returns Found entries sorted by path. Hidden files and folders (".DS_Store", "._x.jpg"), files
-    with an extension that is not an image's, and folders whose name looks like an image are
-    reported as skipped with the reason; decoding problems are found later, in the patch jobs.
+    Returns Found entries sorted by path. Hidden files (".DS_Store", "._x.jpg"), files with an
+    extension that is not an image's (or is one of an image format Pillow cannot read), folders
+    whose name looks like an image and broken links are reported as skipped with the reason; hidden
+    folders are not read. Decoding problems are found later, in the patch jobs.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -64,7 +95,12 @@ def discover(folder, recursive=True):
             "or pass --config images=/path/to/folder"
         )
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(error):
+        rel = os.path.relpath(error.filename, root).replace(os.sep, "/")
+        found.append(Found(rel, None, f"folder cannot be read: {error.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         rel_dir = os.path.relpath(dirpath, root)
         prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         for d in sorted(dirnames):
@@ -76,10 +112,18 @@ def discover(folder, recursive=True):
             dirnames[:] = []
         for name in filenames:
             rel = prefix + name
+            ext = Path(name).suffix.lower()
             if name.startswith("."):
                 found.append(Found(rel, None, "hidden file"))
-            elif Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            elif ext in UNSUPPORTED_EXTENSIONS:
+                found.append(
+                    Found(rel, None, f"{ext} images cannot be read: convert it to PNG or JPEG")
+                )
+            elif ext not in IMAGE_EXTENSIONS:
                 found.append(Found(rel, None, "not an image file extension"))
+            # One stat per image: a broken link or a pipe would stop the run or hang its job.
+            elif not os.path.isfile(os.path.join(dirpath, name)):
+                found.append(Found(rel, None, "not a regular file (a broken link?)"))
             else:
                 found.append(Found(rel, image_id(rel), None))
     found.sort(key=lambda f: f.path)
@@ -100,32 +144,89 @@ def _check_unique(found):
         seen[key] = f.path
 
 
-def load_image(path):
-    """Decode an image file to an upright RGB uint8 array (height, width, 3).
+def load_image(path, max_megapixels=None):
+    """Decode an image file to an upright RGB uint8 array (height, width, 3), as a viewer shows it.
 
-    Returns (array, notes): notes lists conversions a user may want to know about. Raises
-    TesseraError with the reason when the file cannot be decoded.
+    Returns (array, notes): notes lists conversions a user may want to know about (a multi-frame
+    file of which only the first frame is used). Raises UnusableImage, naming the file and the
+    reason, when the file cannot be used: empty, not an image, truncated or corrupt, smaller than
+    MIN_SIDE, or over max_megapixels (the decompression-bomb guard; None for no limit). The patch
+    stage passes the configured limit; later stages only ever see images it admitted.
     """
+    path = Path(path)
     notes = []
+    if path.stat().st_size == 0:
+        raise UnusableImage(path, "empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with _pillow_pixel_guard_off(), Image.open(path, formats=_FORMATS) as im:
+            _check_size(path, im.size, max_megapixels)
+            frames = getattr(im, "n_frames", 1)
+            # An MPO is a camera JPEG with extra pictures (previews, depth): its first is the photo.
+            if frames > 1 and im.format != "MPO":
+                notes.append(f"has {frames} frames (an animation or pages): used the first only")
             im.load()
-            im = ImageOps.exif_transpose(im)
+            # Pillow assumes Adobe's inverted CMYK in every JPEG; without the Adobe marker the
+            # values are plain, as viewers read them.
+            if im.mode == "CMYK" and im.format in ("JPEG", "MPO") and "adobe" not in im.info:
+                im = ImageChops.invert(im)
+            ImageOps.exif_transpose(im, in_place=True)
             array = _to_rgb8(im)
     except TesseraError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise TesseraError(f"cannot decode '{path}': {e}") from e
+    except UnidentifiedImageError:
+        raise UnusableImage(path, "not an image, or in a format Tessera cannot read") from None
+    except Exception as e:  # noqa: BLE001
+        # A corrupt file can make a decoder fail in many ways (OSError, struct.error, IndexError,
+        # MemoryError...); each is the file's problem, not the workflow's, so it is a skip reason.
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise UnusableImage(path, f"cannot decode: {detail}") from e
     return array, notes
 
 
+def _check_size(path, size, max_megapixels):
+    w, h = size
+    if min(w, h) < MIN_SIDE:
+        raise UnusableImage(
+            path, f"too small: {w}x{h} pixels, both sides must be at least {MIN_SIDE}"
+        )
+    if max_megapixels is not None and w * h > max_megapixels * 1e6:
+        raise UnusableImage(
+            path,
+            f"{w}x{h} is {w * h / 1e6:.1f} megapixels, over the max_megapixels limit of "
+            f"{max_megapixels:g} (a guard against decompression bombs); raise max_megapixels "
+            "in the config to use it",
+        )
+
+
+@contextlib.contextmanager
+def _pillow_pixel_guard_off():
+    # The pixel limit is max_megapixels, checked from the header before decoding; Pillow's own
+    # global limit would refuse images the user has allowed.
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _to_rgb8(im):
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # Pillow's convert("L") clips 16-bit values to 0..255; scale to 8 bits instead.
-        a = np.asarray(im, dtype=np.float64)
-        scale = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
-        gray = np.clip(np.rint(a / scale * 255.0), 0, 255).astype(np.uint8)
+    if im.mode in _HIGH_DEPTH_GRAY:
+        # Pillow's convert("L") clips values above 255, which turns a 16-bit image almost white.
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        if im.mode.startswith("I;16"):
+            top = 65535.0
+        elif im.mode == "F" and a.max(initial=0) <= 1.0:
+            top = 1.0
+        else:
+            top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        # Transparent pixels hold arbitrary colours; composite them on the background a viewer
+        # (a web page) shows, so the model learns what people see.
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", im.size, BACKGROUND + (255,)), rgba)
     if im.mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im, dtype=np.uint8).copy()

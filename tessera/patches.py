@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tessera import TesseraError
-from tessera.images import load_image
+from tessera.images import DEFAULT_MAX_MEGAPIXELS, UnusableImage, load_image
 
 
 def extract(image, size, stride, max_patches=None, seed=0):
@@ -29,14 +28,29 @@ def extract(image, size, stride, max_patches=None, seed=0):
     return np.ascontiguousarray(view).reshape(n, size, size, c)
 
 
-def run(image_path, image_id, out_npy, out_json, size, stride, max_patches, seed):
-    """Decode one image and write its patches; an undecodable file is recorded, not raised."""
-    info = {"image": image_id, "path": str(image_path)}
+def run(
+    image_path,
+    image_id,
+    out_npy,
+    out_json,
+    size,
+    stride,
+    max_patches,
+    seed,
+    name=None,
+    max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+):
+    """Decode one image and write its patches; a file that cannot be used is recorded, not raised.
+
+    name is the file as the user knows it (its path inside the images folder), shown in the report;
+    max_megapixels is the decompression-bomb limit (None for none).
+    """
+    info = {"image": image_id, "path": name or str(image_path)}
     try:
-        image, notes = load_image(image_path)
-    except TesseraError as e:
+        image, notes = load_image(image_path, max_megapixels)
+    except UnusableImage as e:
         patches = np.zeros((0, size, size, 3), dtype=np.uint8)
-        info.update(status="skipped", reason=str(e), patches=0)
+        info.update(status="skipped", reason=e.reason, patches=0)
     else:
         patches = extract(image, size, stride, max_patches, seed)
         info.update(

@@ -1,9 +1,12 @@
-"""Configuration checks that need more than the JSON schema.
+"""Configuration checks: the JSON schema with one-line messages, and what it cannot check.
 
-The schema (config/config.schema.yaml, applied by snakemake.utils.validate) checks each key alone;
-this module reads command-line values in the types the schema asks for, and checks the settings that
-must fit together, before any job runs.
+The schema (config/config.schema.yaml) checks each key alone: validate() applies it with a one-line
+message naming the key and the values allowed, before snakemake.utils.validate fills in defaults.
+This module also reads command-line values in the types the schema asks for, and checks the
+settings that must fit together, before any job runs.
 """
+
+import json
 
 import yaml
 
@@ -58,6 +61,74 @@ def check(config):
                 f"reconstruct.margin: tile {rec['tile']} - 2 x margin {margin} = {stride} must be a "
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
+
+
+def validate(config, schema):
+    """Check the config against the JSON schema; raise TesseraError for the first bad key.
+
+    Snakemake's own validation prints the whole schema entry; this names the key, the value given
+    and the values allowed, on one line. Defaults are filled in afterwards by Snakemake.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise TesseraError(_describe(error))
+
+
+def _describe(error):
+    path = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        key = ".".join(path + [extra[0]])
+        where = ".".join(path) or "the config"
+        return f"{key}: unknown setting; {where} takes: {', '.join(known)}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance][0]
+        sub = error.schema["properties"][missing]
+        what = f" ({sub['description']})" if "description" in sub else ""
+        return f"{'.'.join(path + [missing])}: missing; set it to {_allowed(sub)}{what}"
+    key = ".".join(path) or "config"
+    given = json.dumps(error.instance, ensure_ascii=False, default=str)
+    return f"{key}: {given} is not allowed; use {_allowed(error.schema)}"
+
+
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "string": "a string",
+    "object": "a mapping",
+    "null": "null",
+}
+
+
+def _allowed(sub):
+    """The values a schema entry allows, in words: 'an integer from 4 to 512', 'one of: a, b'."""
+    if "enum" in sub:
+        return "one of: " + ", ".join(json.dumps(v) if v is None else str(v) for v in sub["enum"])
+    types = sub.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if "object" in types:
+        return f"a mapping of: {', '.join(sub.get('properties', {}))}"
+    words = [_TYPE_WORDS[t] for t in types if t != "null"]
+    text = " or ".join(words) or "a value"
+    if "minimum" in sub and "maximum" in sub:
+        bounds = [f"from {sub['minimum']} to {sub['maximum']}"]
+    else:
+        words = (
+            ("minimum", ">="),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "<="),
+            ("exclusiveMaximum", "<"),
+        )
+        bounds = [f"{w} {sub[k]}" for k, w in words if k in sub]
+    if sub.get("minLength"):
+        text = "a non-empty " + text.removeprefix("a ")
+    text = " ".join([text, " and ".join(bounds)]) if bounds else text
+    return text + (", or null" if "null" in types else "")
 
 
 def load_schema(path):

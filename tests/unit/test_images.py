@@ -48,9 +48,9 @@ def test_ids_of_different_names_differ():
 
 
 def test_load_image_returns_rgb_uint8(tmp_path):
-    Image.new("L", (5, 3), 200).save(tmp_path / "g.png")
+    Image.new("L", (12, 9), 200).save(tmp_path / "g.png")
     a, _ = images.load_image(tmp_path / "g.png")
-    assert a.shape == (3, 5, 3) and a.dtype == np.uint8 and (a == 200).all()
+    assert a.shape == (9, 12, 3) and a.dtype == np.uint8 and (a == 200).all()
 
 
 def test_undecodable_file_is_a_tessera_error(tmp_path):
