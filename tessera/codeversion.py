@@ -3,10 +3,15 @@
 Snakemake reruns a job when its script file changes, but not when a module that the script imports
 changes. Giving each rule a hash of the tessera modules its script actually imports (found by
 reading the import statements, followed through the library) makes it rerun for those too.
+
+Only code counts: comments, blank lines and spacing are left out of the hash, so that explaining a
+line never retrains a model. Docstrings and every other token count.
 """
 
 import ast
 import hashlib
+import io
+import tokenize
 from pathlib import Path
 
 PACKAGE = "tessera"
@@ -54,6 +59,22 @@ def code_hash(script):
     for name in modules_used(script):
         files = [_ROOT / f"{name}.py", *sorted((_ROOT / "templates").glob(f"{name}.*"))]
         for f in files:
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
+            h.update(f.name.encode() + b"\0")
+            content = _code_tokens(f.read_bytes()) if f.suffix == ".py" else f.read_bytes()
+            h.update(hashlib.sha256(content).digest())
     return h.hexdigest()[:12]
+
+
+_LAYOUT = {tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.ENDMARKER}
+_IGNORED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
+
+
+def _code_tokens(source):
+    """Python source reduced to its tokens, without comments, blank lines or spacing."""
+    tokens = tokenize.tokenize(io.BytesIO(source).readline)
+    kept = [
+        tokenize.tok_name[t.type] if t.type in _LAYOUT else t.string
+        for t in tokens
+        if t.type not in _IGNORED
+    ]
+    return "\0".join(kept).encode()
