@@ -25,8 +25,8 @@ UNSUPPORTED_EXTENSIONS = frozenset(
     ".heic .heif .svg .psd .dng .cr2 .cr3 .nef .arw .raf .orf .rw2 .jxl .jp2".split()
 )
 # The decoders those extensions need. Content decides the format (a JPEG named .png is fine), but
-# only among these: Pillow's EPS reader, for one, would run Ghostscript on a file named .png.
-_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO")
+# only among these (the JPEG reader also gives MPO): Pillow's EPS reader would run Ghostscript.
+_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO")
 
 # Images with a side below this are skipped: nothing to learn from, nothing to measure.
 MIN_SIDE = 8

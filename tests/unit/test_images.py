@@ -1,3 +1,6 @@
+import os
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -57,3 +60,74 @@ def test_undecodable_file_is_a_tessera_error(tmp_path):
     (tmp_path / "bad.png").write_text("not a png")
     with pytest.raises(TesseraError, match="bad.png"):
         images.load_image(tmp_path / "bad.png")
+
+
+def test_discover_names_every_kind_of_skipped_entry(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "._good.jpg").write_bytes(b"\0\5\26\7")  # macOS resource fork
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\0")
+    (tmp_path / "README").write_text("no extension")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / ".thumbnails").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / ".thumbnails" / "t.png")
+    found = {f.path: f for f in images.discover(tmp_path)}
+    assert {p for p, f in found.items() if f.image_id} == {"good.png"}
+    assert found["._good.jpg"].reason == "hidden file"
+    assert (
+        ".heic" in found["IMG_0001.HEIC"].reason and "PNG or JPEG" in found["IMG_0001.HEIC"].reason
+    )
+    assert found["README"].reason == "not an image file extension"
+    assert "not a regular file" in found["gone.png"].reason
+    assert "not a regular file" in found["pipe.jpg"].reason
+    assert not any(p.startswith(".thumbnails") for p in found)  # hidden folders are not read
+
+
+def test_awkward_names_are_found_and_keep_distinct_recognisable_ids(tmp_path):
+    names = [
+        "café photo 1.png",
+        "a;b $(x) {y} 'q'.png",
+        "*.png",
+        "semi;colon.png",
+        "semi_colon.png",
+        "日本の写真.JPG",
+        "back`tick`.png",
+    ]
+    (tmp_path / "sub dir").mkdir()
+    for name in names:
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PNG")
+    Image.new("RGB", (8, 8)).save(tmp_path / "sub dir" / "x.png")
+    found = {f.path: f.image_id for f in images.discover(tmp_path) if f.image_id}
+    assert set(found) == set(names) | {"sub dir/x.png"}
+    assert len(set(found.values())) == len(found)
+    assert found["semi_colon.png"] == "semi_colon.png"  # a safe name is kept as it is
+    assert found["日本の写真.JPG"] == "日本の写真.JPG"
+    assert re.fullmatch(r"sub_dir/x~[0-9a-f]{6}\.png", found["sub dir/x.png"])
+    assert found["a;b $(x) {y} 'q'.png"].startswith("a_b")
+
+
+def test_nfc_and_nfd_spellings_of_one_name_get_two_ids(tmp_path):
+    nfc, nfd = "caf\u00e9.png", "cafe\u0301.png"
+    for name in (nfc, nfd):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    ids = [f.image_id for f in images.discover(tmp_path)]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(i.startswith("caf") for i in ids)
+
+
+def test_names_that_differ_only_in_case_are_a_clear_error(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "A.png")
+    with pytest.raises(TesseraError, match="'A.png' and 'a.png' would share outputs: rename"):
+        images.discover(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_subfolder_is_listed(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0)
+    try:
+        found = {f.path: f for f in images.discover(tmp_path)}
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert "cannot be read" in found["locked"].reason
