@@ -24,6 +24,14 @@ rule report:
             caption="captions/metrics.rst",
             category="Reconstruction",
         ),
+        gallery=report(
+            directory(results("report/images")),
+            patterns=["{image}.{kind}.thumb.jpg"],
+            caption="captions/gallery.rst",
+            category="Reconstruction",
+            subcategory="Before, after and difference",
+            labels={"image": "{image}", "kind": "{kind}"},
+        ),
     log:
         logs("report.log"),
     conda:
