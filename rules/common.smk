@@ -43,7 +43,22 @@ IMAGES, SKIPPED = _discover()
 
 
 def source_of(image):
-    return os.path.join(config["images"], IMAGES[image])
+    path = os.path.join(config["images"], IMAGES[image])
+    if "{" in path:
+        # Snakemake reads "{word}" in an input path as a wildcard, even in a path an input function
+        # returns, and has no escape for it: such a file is reached through a link with a safe name.
+        return _link(path, results(f".sources/{image}"))
+    return path
+
+
+def _link(target, link):
+    target = os.path.abspath(target)
+    if not os.path.islink(link) or os.readlink(link) != target:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        tmp = f"{link}.{os.getpid()}.tmp"
+        os.symlink(target, tmp)
+        os.replace(tmp, link)  # atomic, should another Snakemake parse this at the same time
+    return link
 
 
 def source(wildcards):

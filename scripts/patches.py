@@ -18,8 +18,7 @@ with job(snakemake.log[0], "patches"):
         max_megapixels=snakemake.params.max_megapixels,
     )
     print(info)
-    source = snakemake.input.image
     if info["status"] != "ok":
-        warn("patches", f"skipped {source}: {info['reason']}")
+        warn("patches", f"skipped {info['path']}: {info['reason']}")
     for note in info.get("notes", []):
-        warn("patches", f"{source}: {note}")
+        warn("patches", f"{info['path']}: {note}")

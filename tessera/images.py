@@ -192,10 +192,15 @@ def _check_size(path, size, max_megapixels):
     if max_megapixels is not None and w * h > max_megapixels * 1e6:
         raise UnusableImage(
             path,
-            f"{w}x{h} is {w * h / 1e6:.1f} megapixels, over the max_megapixels limit of "
+            f"{w}x{h} is {_megapixels(w * h)} megapixels, over the max_megapixels limit of "
             f"{max_megapixels:g} (a guard against decompression bombs); raise max_megapixels "
             "in the config to use it",
         )
+
+
+def _megapixels(pixels):
+    mp = pixels / 1e6
+    return f"{mp:,.0f}" if mp >= 10 else f"{mp:.2g}"
 
 
 @contextlib.contextmanager

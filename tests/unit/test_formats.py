@@ -243,13 +243,13 @@ def test_decompression_bomb_is_skipped_with_the_limit_named(tmp_path):
     with pytest.raises(Image.DecompressionBombError):  # what Pillow alone says of it
         Image.open(tmp_path / "bomb.png")
     reason = _reason(tmp_path / "bomb.png", max_megapixels=images.DEFAULT_MAX_MEGAPIXELS)
-    assert "10000.0 megapixels" in reason and "max_megapixels" in reason
+    assert "10,000 megapixels" in reason and "max_megapixels" in reason
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is left as it was
 
 
 def test_a_raised_limit_lets_a_large_image_through(tmp_path):
     Image.fromarray(photo(300, 200)).save(tmp_path / "big.png")
-    assert "0.1 megapixels" in _reason(tmp_path / "big.png", max_megapixels=0.05)
+    assert "0.06 megapixels" in _reason(tmp_path / "big.png", max_megapixels=0.05)
     assert load_image(tmp_path / "big.png", max_megapixels=0.1)[0].shape == (200, 300, 3)
     assert load_image(tmp_path / "big.png", max_megapixels=None)[0].shape == (200, 300, 3)
 
