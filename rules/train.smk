@@ -15,9 +15,10 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1,
+        gpu=config["train"]["gpus"],
     params:
         settings={**config["train"], "preset": config["model"]["preset"]},
+        task=config["task"],
         # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
         resume=results(".resume/train"),
         code=code("train"),

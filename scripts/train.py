@@ -12,6 +12,7 @@ with job(snakemake.log[0], "train"):
         snakemake.output.summary,
         resume_root=snakemake.params.resume,
         settings=snakemake.params.settings,
+        task=snakemake.params.task,
         threads=snakemake.threads,
     )
     print({k: v for k, v in summary.items() if k not in ("settings", "versions")})

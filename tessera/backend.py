@@ -5,37 +5,53 @@ import os
 import numpy as np
 
 
-def configure(threads):
-    """Limit the framework to the job's threads, so parallel jobs do not oversubscribe the cores."""
+def name():
     import keras
 
-    if keras.config.backend() == "tensorflow":
+    return keras.config.backend()
+
+
+def configure(threads):
+    """Limit the framework to the job's threads, so parallel jobs do not oversubscribe the cores."""
+    if name() == "tensorflow":
         import tensorflow as tf
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-        except (
-            RuntimeError
-        ):  # already running in this process (a test calling twice): keep its setting
+        except RuntimeError:  # already running in this process (a test calling twice): keep it
             pass
+    elif name() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
-def devices():
+def devices(kind=None):
+    """Devices the backend can use, as "cpu:0"-style names; kind "gpu" or "cpu" filters them."""
     import keras
 
     try:
-        return [str(d) for d in keras.distribution.list_devices()]
+        found = [str(d).lower() for d in keras.distribution.list_devices()]
     except Exception:  # not every backend lists devices; the model then runs on its default one
-        return ["cpu"]
+        found = ["cpu:0"]
+    if name() == "tensorflow":
+        # keras lists one kind only (GPUs when there are any); ask TensorFlow for the other
+        import tensorflow as tf
+
+        found = [
+            f"{d.device_type.lower()}:{d.name.split(':')[-1]}"
+            for d in tf.config.list_logical_devices()
+            if d.device_type in ("CPU", "GPU")
+        ]
+    found = [d.replace("cuda", "gpu") for d in found]
+    return [d for d in found if kind is None or d.startswith(kind)]
 
 
 def describe():
     """One line for the log: the backend, the devices it sees, and what the scheduler gave the job."""
-    import keras
-
     return (
-        f"backend {keras.config.backend()}, devices {devices()}, "
+        f"backend {name()}, devices {devices()}, "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"
     )
 
@@ -45,9 +61,8 @@ def versions():
     import PIL
 
     out = {"keras": keras.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
-    backend = keras.config.backend()
     try:
-        out[backend] = __import__(backend).__version__
+        out[name()] = __import__(name()).__version__
     except ImportError:
         pass
     return out

@@ -66,6 +66,20 @@ def _compact(width=32, latent=12):
     return Model(inp, layers.Conv2D(3, 1)(x), name="compact")
 
 
+def _dncnn(depth=8, width=32):
+    # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
+    # from the input (DnCNN's residual learning); the identity is its starting point, so it never
+    # has to learn to copy the image.
+    from keras import Input, Model, layers
+
+    x = inp = Input((None, None, 3))
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    for _ in range(depth - 2):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    residual = layers.Conv2D(3, 3, padding="same", name="noise")(x)
+    return Model(inp, layers.Subtract()([inp, residual]), name="dncnn")
+
+
 PRESETS = {
     p.name: p
     for p in [
@@ -75,6 +89,7 @@ PRESETS = {
             2,
             _compact,
         ),
+        Preset("dncnn", "residual denoiser: 8 full-resolution layers predict the noise", 0, _dncnn),
         Preset("seed", "the blog post's 32x32 network, layer for layer", 0, _seed),
     ]
 }

@@ -28,7 +28,7 @@ def test_augmentation_moves_input_and_target_together():
 
 def test_batches_are_float_pairs_in_unit_range():
     patches = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
-    data = train.make_batches(patches, 4, shuffle_seed=0, augment_on=True)
+    data = train.make_batches(patches, 4, seed=0, augment_on=True)
     assert len(data) == 3
     x, y = data[0]
     assert x.dtype == np.float32 and x.shape == (4, 8, 8, 3) and np.array_equal(x, y)
@@ -86,3 +86,81 @@ def test_diverging_training_stops_with_a_message_naming_the_learning_rate(datase
             dataset / "train.npy", dataset / "val.npy", out / "m.keras", out / "h.tsv",
             out / "s.json", dataset / "resume", bad,
         )  # fmt: skip
+
+
+DENOISE = {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "seed": 0}
+
+
+def test_denoise_batches_put_noise_on_the_input_only_and_fresh_each_epoch():
+    patches = np.stack([sample("coffee.png", (x, 100, x + 16, 116)) for x in range(0, 320, 20)])
+    data = train.make_batches(patches, 8, seed=0, augment_on=False, task=DENOISE)
+    x, y = data[0]
+    clean = patches[np.sort(data.order[:8])].astype(np.float32) / 255
+    assert np.array_equal(y, clean)
+    residual = (x - y) * 255
+    assert 20 < residual.std() < 27  # sigma 25, a little less where clipping at 0 and 255 bites
+    data.on_epoch_end()
+    x2, y2 = data[0]
+    same = np.sort(data.order[:8])
+    assert not np.array_equal(x2 - y2, x - y)  # new noise every epoch
+    assert y2.shape == y.shape and np.isin(same, np.arange(len(patches))).all()
+
+
+def test_salt_and_pepper_hits_the_rate():
+    from tessera import noise
+
+    clean = np.full((200, 200, 3), 128, np.uint8)
+    task = dict(DENOISE, noise="salt_pepper", rate=0.1)
+    noisy = noise.add(clean, task, np.random.default_rng(0))
+    hit = (noisy != 128).any(axis=2)
+    assert 0.09 < hit.mean() < 0.11
+    assert set(np.unique(noisy[hit])) == {0, 255}
+
+
+def test_fixed_noise_is_the_same_everywhere_it_is_drawn():
+    from tessera import noise
+
+    image = sample("chelsea.png", (0, 0, 64, 64))
+    a = noise.fixed(image, DENOISE, "chelsea.png")
+    assert np.array_equal(a, noise.fixed(image, DENOISE, "chelsea.png"))
+    assert not np.array_equal(a, noise.fixed(image, DENOISE, "other.png"))
+    assert not np.array_equal(a, noise.fixed(image, dict(DENOISE, seed=1), "chelsea.png"))
+
+
+def test_denoise_training_beats_the_noisy_input(dataset):
+    out = dataset / "model"
+    settings = dict(SETTINGS, preset="dncnn", epochs=6, batch_size=8, schedule="cosine")
+    summary = train.train(
+        dataset / "train.npy", dataset / "val.npy", out / "model.keras", out / "history.tsv",
+        out / "summary.json", dataset / "resume", settings, task=DENOISE,
+    )  # fmt: skip
+    assert summary["task"]["kind"] == "denoise"
+    assert summary["val_loss_model"] < summary["val_loss_noisy_input"]
+    assert not any("noisy input" in f for f in summary["flags"])
+
+
+def test_a_flat_output_is_flagged():
+    import keras
+
+    class Flat(keras.Model):
+        def call(self, x):
+            return x * 0 + 0.5
+
+    flat = Flat()
+    val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
+    x = val.astype(np.float32) / 255
+    figures, flags = train.quality_flags(flat, x, x, val, SETTINGS, {"kind": "reconstruct"})
+    assert figures["val_contrast_ratio"] < 0.01
+    assert any(f.startswith("collapsed") for f in flags)
+
+
+def test_require_gpu_stops_with_one_line_when_there_is_none(monkeypatch):
+    from tessera import TesseraError
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    lines = []
+    train.check_gpu({"require_gpu": False}, lines.append)
+    assert any("CUDA_VISIBLE_DEVICES" in line for line in lines)
+    assert any(line.startswith("warning:") and "cannot use" in line for line in lines)
+    with pytest.raises(TesseraError, match="require_gpu"):
+        train.check_gpu({"require_gpu": True}, lines.append)
