@@ -17,6 +17,8 @@ rule reconstruct:
         runtime=30,
     params:
         settings=config["reconstruct"],
+        task=config["task"],
+        max_megapixels=config["max_megapixels"],
         code=code("reconstruct"),
     script:
         "../scripts/reconstruct.py"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tessera import TesseraError
+from tessera import TesseraError, noise
 from tessera.images import load_image, save_png
 
 MODES = ("crop", "blend", "naive")
@@ -160,6 +160,53 @@ def metrics(original, rebuilt):
     }
 
 
+def boundaries(length, stride, count):
+    """Image coordinates where one tile's output meets the next one's."""
+    return [k * stride for k in range(1, count) if k * stride < length]
+
+
+def seam_ratio(clean, rebuilt, plan):
+    """Mean error on the pixels either side of a tile boundary over the mean error elsewhere.
+
+    1.0 means the tiling left no trace; the blog post's seams show as values well above 1.
+    Returns None for an image that fits in one tile.
+    """
+    h, w = clean.shape[:2]
+    step = plan.tile if plan.mode == "naive" else plan.stride
+    near = np.zeros((h, w), bool)
+    for y in boundaries(h, step, plan.rows):
+        near[y - 1 : y + 1] = True
+    for x in boundaries(w, step, plan.cols):
+        near[:, x - 1 : x + 1] = True
+    if not near.any() or near.all():
+        return None
+    err = np.abs(clean.astype(np.float32) - rebuilt.astype(np.float32)).mean(axis=2)
+    away = err[~near].mean()
+    return round(float(err[near].mean() / max(away, 1e-9)), 4)
+
+
+def load(model_path, summary_path):
+    import keras
+
+    summary = json.loads(Path(summary_path).read_text())
+    return keras.saving.load_model(model_path, compile=False), summary
+
+
+def plan_for(image, summary, tile, margin, mode):
+    multiple = summary["size_multiple"]
+    if margin is None:
+        margin = default_margin(summary["receptive_radius"], multiple)
+    return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode)
+
+
+def model_input(clean, image_id, task):
+    """What the model is given for an image: the image itself, or in denoise mode a noisy copy
+    whose noise is fixed by the task's seed and the image's id."""
+    if task and task.get("kind") == "denoise":
+        return noise.fixed(clean, task, image_id)
+    return clean
+
+
 def run(
     model_path,
     summary_path,
@@ -171,32 +218,32 @@ def run(
     margin,
     mode,
     batch_size,
+    task=None,
+    max_megapixels=None,
 ):
-    import keras
-
-    summary = json.loads(Path(summary_path).read_text())
-    model = keras.saving.load_model(model_path, compile=False)
-    multiple, radius = summary["size_multiple"], summary["receptive_radius"]
-    if margin is None:
-        margin = default_margin(radius, multiple)
-    image, _ = load_image(image_path)
-    plan = make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode)
+    model, summary = load(model_path, summary_path)
+    clean, _ = load_image(image_path, max_megapixels=max_megapixels)
+    given = model_input(clean, image_id, task)
+    plan = plan_for(clean, summary, tile, margin, mode)
     started = time.perf_counter()
-    rebuilt = to_uint8(reconstruct(model, image, plan, batch_size))
+    rebuilt = to_uint8(reconstruct(model, given, plan, batch_size))
     seconds = time.perf_counter() - started
     save_png(rebuilt, out_png)
     record = {
         "image": image_id,
-        "width": image.shape[1],
-        "height": image.shape[0],
-        **metrics(image, rebuilt),
-        "contrast_ratio": round(float(rebuilt.std() / max(image.std(), 1e-6)), 4),
+        "width": clean.shape[1],
+        "height": clean.shape[0],
+        **metrics(clean, rebuilt),
+        "contrast_ratio": round(float(rebuilt.std() / max(clean.std(), 1e-6)), 4),
+        "seam_ratio": seam_ratio(clean, rebuilt, plan),
         "mode": mode,
         "tile": tile,
         "margin": plan.margin,
         "tiles": plan.count,
         "seconds": round(seconds, 3),
-        "megapixels_per_s": round(image.shape[0] * image.shape[1] / 1e6 / seconds, 3),
+        "megapixels_per_s": round(clean.shape[0] * clean.shape[1] / 1e6 / seconds, 3),
     }
+    if given is not clean:
+        record.update({f"{k}_input": v for k, v in metrics(clean, given).items()})
     Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record

@@ -67,3 +67,42 @@ def test_metrics_of_identical_images():
     image = IMAGES["real photo"]
     m = rec.metrics(image, image)
     assert m["mse"] == 0 and m["ssim"] == pytest.approx(1.0) and m["psnr"] == float("inf")
+
+
+def _blur():
+    import keras
+
+    # A real Keras model with a known reach: its zero padding darkens tile edges, like the seams
+    # of the blog post's tiles.
+    conv = keras.layers.DepthwiseConv2D(5, padding="same", use_bias=False)
+    model = keras.Sequential([keras.Input((None, None, 3)), conv])
+    conv.set_weights([np.full((5, 5, 3, 1), 1 / 25, np.float32)])
+    return model
+
+
+def test_seam_ratio_shows_naive_seams_and_none_in_crop_mode():
+    image = sample("astronaut.png", (100, 100, 340, 300))
+    blur = _blur()
+    ratios = {}
+    for mode in ("naive", "crop", "blend"):
+        plan = rec.make_plan(*image.shape[:2], 48, 4, 1, mode)
+        rebuilt = rec.to_uint8(rec.reconstruct(blur, image, plan, batch_size=4))
+        ratios[mode] = rec.seam_ratio(image, rebuilt, plan)
+    assert ratios["naive"] > 1.5
+    assert 0.8 < ratios["crop"] < 1.2
+    assert ratios["blend"] < ratios["naive"]
+
+
+def test_seam_ratio_is_none_for_a_single_tile():
+    image = sample("coffee.png", (0, 0, 20, 20))
+    plan = rec.make_plan(20, 20, 32, 4, 1, "crop")
+    assert rec.seam_ratio(image, image, plan) is None
+
+
+def test_denoise_input_is_noisy_and_fixed_by_the_image_id():
+    image = sample("coffee.png", (0, 0, 64, 64))
+    task = {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "seed": 0}
+    a = rec.model_input(image, "coffee.png", task)
+    assert np.array_equal(a, rec.model_input(image, "coffee.png", task))
+    assert 15 < rec.metrics(image, a)["psnr"] < 25
+    assert rec.model_input(image, "coffee.png", {"kind": "reconstruct"}) is image
