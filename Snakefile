@@ -43,6 +43,7 @@ include: "rules/patches.smk"
 include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/reconstruct.smk"
+include: "rules/baselines.smk"
 include: "rules/report.smk"
 
 

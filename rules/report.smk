@@ -4,6 +4,9 @@ rule report:
         history=results("model/history.tsv"),
         summary=results("model/summary.json"),
         split=results("dataset/split.tsv"),
+        model=results("model/model.keras"),
+        baselines=results("baselines/metrics.tsv"),
+        baselines_parameters=results("baselines/parameters.json"),
         metrics=lambda w: expand(results("reconstructed/{image}.json"), image=usable_images(w)),
         rebuilt=lambda w: expand(results("reconstructed/{image}.png"), image=usable_images(w)),
         sources=lambda w: [source_of(i) for i in usable_images(w)],
@@ -22,6 +25,11 @@ rule report:
         metrics=report(
             results("report/metrics.tsv"),
             caption="captions/metrics.rst",
+            category="Reconstruction",
+        ),
+        baselines=report(
+            results("report/baselines.tsv"),
+            caption="captions/baselines.rst",
             category="Reconstruction",
         ),
         gallery=report(
@@ -44,7 +52,12 @@ rule report:
         images=usable_images,
         skipped=SKIPPED,
         shown_config=config,
-        settings=config["report"],
+        settings={
+            **config["report"],
+            "tile": config["reconstruct"]["tile"],
+            "batch_size": config["reconstruct"]["batch_size"],
+            "max_megapixels": config["max_megapixels"],
+        },
         code=code("report"),
     script:
         "../scripts/report.py"

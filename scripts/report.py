@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from tessera import report
+from tessera import backend, report
 from tessera.jobs import job
 
 with job(snakemake.log[0], "report"):
+    backend.configure(snakemake.threads)
     items = [
         {"image": i, "source": s, "metrics": m, "rebuilt": r}
         for i, s, m, r in zip(
@@ -15,14 +16,16 @@ with job(snakemake.log[0], "report"):
             snakemake.input.rebuilt,
         )
     ]
+    inputs = {
+        key: getattr(snakemake.input, key)
+        for key in ("history", "summary", "split", "model", "baselines", "baselines_parameters")
+    }
     page = report.build(
-        snakemake.input.history,
-        snakemake.input.summary,
-        snakemake.input.split,
+        inputs,
         items,
         skipped=snakemake.params.skipped,
         config=snakemake.params.shown_config,
-        thumbnail=snakemake.params.settings["thumbnail"],
+        settings=snakemake.params.settings,
         out_dir=Path(snakemake.output.html).parent,
     )
     print(f"wrote {page}")

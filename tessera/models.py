@@ -160,6 +160,18 @@ def receptive_radius(model, trials=3, seed=0):
         size *= 2
 
 
+def latent_values_per_pixel(model, side=64):
+    """How many numbers the layer named "latent" keeps per input pixel (None without one)."""
+    names = [layer.name for layer in model.layers]
+    if "latent" not in names:
+        return None
+    from keras import Model
+
+    probe = Model(model.inputs, model.get_layer("latent").output)
+    shape = probe.compute_output_shape((1, side, side, 3))
+    return float(np.prod(shape[1:])) / (side * side)
+
+
 def describe(model):
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = int(model.count_params())
@@ -169,4 +181,5 @@ def describe(model):
         "non_trainable_params": total - trainable,
         "size_multiple": size_multiple(model),
         "receptive_radius": receptive_radius(model),
+        "latent_values_per_pixel": latent_values_per_pixel(model),
     }

@@ -27,6 +27,14 @@ def add(clean, task, rng):
     raise ValueError(f"unknown noise '{task['noise']}'")
 
 
+def level(task):
+    """The noise's standard deviation on the [0, 1] scale (for salt and pepper, roughly: its pixels
+    land about half the range away from the truth)."""
+    if task["noise"] == "gaussian":
+        return task["sigma"] / 255
+    return 0.5 * task["rate"] ** 0.5
+
+
 def rng_for(name, task):
     """A generator fixed by the task's seed and a name (an image id), so every stage that needs the
     noisy version of an image draws the very same noise."""

@@ -1,4 +1,5 @@
-"""Stage 5: one offline HTML page with the loss curve, per-image metrics and before/after galleries."""
+"""Stage 5: one offline HTML page with the loss curve, per-image metrics, baselines, the seams of
+naive tiling, before/after galleries, skipped inputs and provenance."""
 
 import json
 import os
@@ -8,10 +9,12 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from tessera import reconstruct
 from tessera.images import load_image
 
 DIFF_GAIN = 4  # differences are faint; brightened so a reader can see where the errors are
 COLLAPSE_RATIO = 0.2  # an output whose contrast is below this share of the input's has gone flat
+AUTOENCODER = "autoencoder"
 
 
 def loss_table(history_tsv):
@@ -30,11 +33,49 @@ def metrics_table(split_tsv, metric_files):
     return table.reset_index(drop=True)
 
 
-def means(table):
-    cols = ["psnr", "ssim", "mse"]
+def means(table, cols=("psnr", "ssim", "mse")):
+    cols = [c for c in cols if c in table]
     out = table.groupby("split")[cols].mean()
     out.loc["all"] = table[cols].mean()
     return out.reset_index()
+
+
+def comparison(table, baselines):
+    """One row per (image, method), the autoencoder included, and the mean per split and method."""
+    ours = table[["image", "split", "psnr", "ssim"]].assign(method=AUTOENCODER)
+    rows = pd.concat([ours, baselines[["image", "split", "method", "psnr", "ssim"]]])
+    if "bytes_per_pixel" in baselines:
+        rows = rows.merge(
+            baselines[["image", "method", "bytes_per_pixel"]], on=["image", "method"], how="left"
+        )
+    mean = rows.groupby(["split", "method"], sort=False).mean(numeric_only=True).reset_index()
+    return rows, mean
+
+
+def verdicts(rows, summary):
+    """Plain sentences: against which method the autoencoder wins or loses, on which images."""
+    out = []
+    split = "val" if (rows.split == "val").any() else "train"
+    part = rows[rows.split == split]
+    ours = part[part.method == AUTOENCODER].set_index("image").psnr
+    for method, group in part[part.method != AUTOENCODER].groupby("method", sort=False):
+        theirs = group.set_index("image").psnr.reindex(ours.index)
+        gain = float((ours - theirs).mean())
+        wins = int((ours > theirs).sum())
+        side = "validation" if split == "val" else "training"
+        verb = "beats" if gain > 0 else "loses to"
+        sentence = (
+            f"On the {side} images the autoencoder {verb} {method} by {abs(gain):.2f} dB mean PSNR "
+            f"(better on {wins} of {len(ours)} images)"
+        )
+        size = group.get("bytes_per_pixel")
+        if size is not None and size.notna().any() and summary.get("latent_values_per_pixel"):
+            sentence += (
+                f"; {method} stores {size.mean():.3f} bytes per pixel, the autoencoder's code "
+                f"{summary['latent_values_per_pixel']:.3f} values per pixel before any entropy coding"
+            )
+        out.append(sentence + ".")
+    return out
 
 
 def plot_loss(table, out_png):
@@ -57,6 +98,14 @@ def plot_loss(table, out_png):
     plt.close(fig)
 
 
+def _save(array, path):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
 def _thumb(array, path, size):
     from PIL import Image
 
@@ -66,89 +115,190 @@ def _thumb(array, path, size):
     im.save(path, quality=90)
 
 
-def gallery(table, rebuilt_files, out_dir, report_dir, thumb):
-    """Write before / after / difference images for each row; returns the page's entries."""
-    entries = []
-    images_dir = Path(out_dir)
-    for row, rebuilt_png in zip(table.itertuples(), rebuilt_files):
-        from PIL import Image
-
-        before, _ = load_image(row.source)
-        after = np.asarray(Image.open(rebuilt_png).convert("RGB"))
-        diff = np.clip(
-            np.abs(before.astype(np.int16) - after.astype(np.int16)) * DIFF_GAIN, 0, 255
-        ).astype(np.uint8)
-        names = {}
-        for kind, array in (("before", before), ("diff", diff)):
-            full = images_dir / f"{row.image}.{kind}.png"
-            full.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(full)
-            names[kind] = full
-        names["after"] = Path(rebuilt_png)
-        entry = {"image": row.image, "path": row.path, "split": row.split, "psnr": row.psnr}
-        for kind, full in names.items():
-            small = images_dir / f"{row.image}.{kind}.thumb.jpg"
-            _thumb(np.asarray(Image.open(full).convert("RGB")), small, thumb)
-            entry[kind] = _href(full, report_dir)
-            entry[kind + "_thumb"] = _href(small, report_dir)
-        entries.append(entry)
-    return entries
+def _diff(a, b):
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)) * DIFF_GAIN
+    return np.clip(d, 0, 255).astype(np.uint8)
 
 
 def _href(path, report_dir):
     return quote(os.path.relpath(path, report_dir).replace(os.sep, "/"))
 
 
+# caption -> the word in the picture's file name
+KINDS = {
+    "before": "before",
+    "noisy input": "noisy",
+    "after": "after",
+    "difference": "diff",
+    "naive tiling": "naive",
+    "naive minus ours": "seams",
+}
+
+
+def _figure(kind, array, full, image_id, images_dir, report_dir, thumb):
+    """One gallery picture: the full-size file (written unless it exists) and its thumbnail."""
+    from PIL import Image
+
+    slug = KINDS.get(kind, "after")
+    if array is None:
+        array = np.asarray(Image.open(full).convert("RGB"))
+    else:
+        full = _save(array, images_dir / f"{image_id}.{slug}.png")
+    small = images_dir / f"{image_id}.{slug}.thumb.jpg"
+    _thumb(array, small, thumb)
+    return {"kind": kind, "full": _href(full, report_dir), "thumb": _href(small, report_dir)}
+
+
+def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
+    """Before / [noisy input] / after / difference pictures for each row of the metrics table."""
+    from PIL import Image
+
+    entries = []
+    for row in table.itertuples():
+        before, _ = load_image(row.source, max_megapixels=max_megapixels)
+        after = np.asarray(Image.open(row.rebuilt).convert("RGB"))
+        given = reconstruct.model_input(before, row.image, task)
+        pictures = [("before", before, None)]
+        if given is not before:
+            pictures.append(("noisy input", given, None))
+        pictures += [("after", None, Path(row.rebuilt)), ("difference", _diff(before, after), None)]
+        entries.append(
+            {
+                "image": row.image,
+                "path": row.path,
+                "split": row.split,
+                "psnr": row.psnr,
+                "figures": [
+                    _figure(k, a, f, row.image, Path(out_dir), report_dir, thumb)
+                    for k, a, f in pictures
+                ],
+            }
+        )
+    return entries
+
+
+def seams(row, model_file, summary, settings, task, out_dir, report_dir, thumb):
+    """The configured tiling next to the blog post's naive tiling on one image, with both seam
+    ratios, so a reader sees what the seams were and that they are gone."""
+    from PIL import Image
+
+    model, summary = reconstruct.load(model_file, summary)
+    clean, _ = load_image(row.source, max_megapixels=settings.get("max_megapixels"))
+    given = reconstruct.model_input(clean, row.image, task)
+    naive_plan = reconstruct.plan_for(clean, summary, settings["tile"], 0, "naive")
+    naive = reconstruct.to_uint8(
+        reconstruct.reconstruct(model, given, naive_plan, settings["batch_size"])
+    )
+    ours = np.asarray(Image.open(row.rebuilt).convert("RGB"))
+    images_dir = Path(out_dir)
+    return {
+        "image": row.image,
+        "path": row.path,
+        "mode": row.mode,
+        "naive_ratio": reconstruct.seam_ratio(clean, naive, naive_plan),
+        "ours_ratio": row.seam_ratio,
+        "figures": [
+            _figure("naive tiling", naive, None, row.image, images_dir, report_dir, thumb),
+            _figure(
+                f"{row.mode} tiling",
+                None,
+                Path(row.rebuilt),
+                row.image,
+                images_dir,
+                report_dir,
+                thumb,
+            ),
+            _figure(
+                "naive minus ours",
+                _diff(naive, ours),
+                None,
+                row.image,
+                images_dir,
+                report_dir,
+                thumb,
+            ),
+        ],
+    }
+
+
 def warnings_for(table, summary):
-    out = []
+    out = list(summary.get("flags", []))
     ratio = table.loc[table.split == "val", "contrast_ratio"]
     if len(ratio) and ratio.mean() < COLLAPSE_RATIO:
         out.append(
-            f"the reconstructions have gone flat: their contrast is {ratio.mean():.0%} of the inputs' "
-            "on the validation images (the 'flat gray' failure); train longer or lower the learning rate"
+            f"the reconstructions have gone flat: their contrast is {ratio.mean():.0%} of the "
+            "inputs' on the validation images (the 'flat gray' failure); train longer or lower "
+            "the learning rate"
         )
     if summary.get("stopped_by_budget"):
         out.append(
-            f"training stopped after {summary['epochs']} epochs at its time budget (train.max_minutes)"
+            f"training stopped after {summary['epochs']} epochs at its time budget "
+            "(train.max_minutes)"
         )
     return out
 
 
-def build(history_tsv, summary_json, split_tsv, items, skipped, config, thumbnail, out_dir):
-    """Write index.html, loss.tsv, metrics.tsv, loss.png and the gallery images into out_dir.
+def build(inputs, items, skipped, config, settings, out_dir):
+    """Write index.html, loss.tsv, metrics.tsv, baselines.tsv, loss.png and pictures into out_dir.
 
-    items: one dict per reconstructed image with its "image" id, "source" file, "metrics" JSON and
-    "rebuilt" PNG; skipped: (path, reason) pairs found before any job ran.
+    inputs: paths of the stage's inputs (history, summary, split, baselines, model); items: one dict
+    per rebuilt image with its "image" id, "source" file, "metrics" JSON and "rebuilt" PNG;
+    skipped: (path, reason) pairs found before any job ran; settings: thumbnail, tile,
+    batch_size, max_megapixels; config: the whole configuration, shown for provenance.
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = json.loads(Path(summary_json).read_text())
-    losses = loss_table(history_tsv)
+    task = config["task"]
+    summary = json.loads(Path(inputs["summary"]).read_text())
+    losses = loss_table(inputs["history"])
     losses.to_csv(out / "loss.tsv", sep="\t", index=False)
     plot_loss(losses, out / "loss.png")
 
-    table = metrics_table(split_tsv, [item["metrics"] for item in items])
+    table = metrics_table(inputs["split"], [item["metrics"] for item in items])
     table.to_csv(out / "metrics.tsv", sep="\t", index=False)
     by_id = {item["image"]: item for item in items}
     table["source"] = [by_id[i]["source"] for i in table.image]
-    entries = gallery(
-        table, [by_id[i]["rebuilt"] for i in table.image], out / "images", out, thumbnail
-    )
+    table["rebuilt"] = [by_id[i]["rebuilt"] for i in table.image]
 
-    split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
+    baselines = pd.read_csv(inputs["baselines"], sep="\t")
+    rows, mean = comparison(table, baselines)
+    rows.to_csv(out / "baselines.tsv", sep="\t", index=False)
+    chosen = json.loads(Path(inputs["baselines_parameters"]).read_text())["parameters"]
+
+    images_dir, thumb = out / "images", settings["thumbnail"]
+    entries = gallery(table, task, images_dir, out, thumb, settings.get("max_megapixels"))
+    shown = table[table.split == "val"].head(1)
+    shown = shown if len(shown) else table.head(1)
+    seam = seams(
+        next(shown.itertuples()), inputs["model"], inputs["summary"], settings, task, images_dir,
+        out, thumb,
+    )  # fmt: skip
+
+    split = pd.read_csv(inputs["split"], sep="\t", keep_default_na=False)
     skipped_rows = [{"path": p, "reason": r} for p, r in skipped]
     skipped_rows += [
         {"path": r.path, "reason": r.reason} for r in split[split.split == "skipped"].itertuples()
     ]
-
+    cols = ["psnr", "ssim", "mse", "seam_ratio"] + (
+        ["psnr_input", "ssim_input"] if "psnr_input" in table else []
+    )
     env = Environment(loader=PackageLoader("tessera"), autoescape=select_autoescape())
     page = env.get_template("report.html.j2").render(
         summary=summary,
+        task=task,
         losses=losses.to_dict("records"),
-        rows=table.to_dict("records"),
-        means=means(table).to_dict("records"),
+        rows=table.drop(columns=["source", "rebuilt"]).to_dict("records"),
+        means=means(table, cols).to_dict("records"),
+        methods=mean.to_dict("records"),
+        per_image=rows.pivot_table(index=["split", "image"], columns="method", values="psnr")
+        .reset_index()
+        .to_dict("records"),
+        method_names=[AUTOENCODER] + list(dict.fromkeys(baselines.method)),
+        chosen=chosen,
+        verdicts=verdicts(rows, summary),
+        seams=seam,
         gallery=entries,
         skipped=skipped_rows,
         warnings=warnings_for(table, summary),
