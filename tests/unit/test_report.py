@@ -1,0 +1,48 @@
+import pandas as pd
+
+from tessera import report
+
+
+def _tables():
+    table = pd.DataFrame(
+        {
+            "image": ["a.png", "b.png", "c.png"],
+            "split": ["train", "val", "val"],
+            "psnr": [30.0, 31.0, 27.0],
+            "ssim": [0.9, 0.9, 0.8],
+            "contrast_ratio": [1.0, 1.0, 1.0],
+        }
+    )
+    base = pd.DataFrame(
+        {
+            "image": ["a.png", "b.png", "c.png"] * 2,
+            "split": ["train", "val", "val"] * 2,
+            "method": ["non-local means"] * 3 + ["median filter"] * 3,
+            "psnr": [29.0, 30.0, 28.0, 20.0, 20.0, 20.0],
+            "ssim": [0.8] * 6,
+        }
+    )
+    return table, base
+
+
+def test_verdicts_say_where_the_autoencoder_wins_and_loses():
+    rows, mean = report.comparison(*_tables())
+    said = report.verdicts(rows, {})
+    nlm = next(s for s in said if "non-local means" in s)
+    med = next(s for s in said if "median filter" in s)
+    # validation: (31 - 30 + 27 - 28) / 2 = 0 dB against non-local means, one win of two
+    assert "validation" in nlm and "better on 1 of 2 images" in nlm
+    assert "beats median filter by 9.00 dB" in med and "better on 2 of 2" in med
+    val = mean[(mean.split == "val") & (mean.method == report.AUTOENCODER)]
+    assert val.psnr.item() == 29.0
+
+
+def test_flags_from_training_and_flat_outputs_become_warnings():
+    table, _ = _tables()
+    flat = table.assign(contrast_ratio=0.05)
+    summary = {"flags": ["collapsed: ..."], "stopped_by_budget": True, "epochs": 3}
+    warned = report.warnings_for(flat, summary)
+    assert warned[0] == "collapsed: ..."
+    assert any("gone flat" in w for w in warned)
+    assert any("time budget" in w for w in warned)
+    assert report.warnings_for(table, {}) == []
