@@ -38,8 +38,9 @@ DEFAULT_MAX_MEGAPIXELS = 100
 _HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-# Characters kept as they are in an image id; any other becomes "_" and the id gets a hash suffix.
-_UNSAFE = re.compile(r"[^\w.\-]", re.UNICODE)
+# Characters kept as they are in an image id; a run of others becomes one "_", and the id gets a
+# hash suffix.
+_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
 
 
 class UnusableImage(TesseraError):
@@ -63,8 +64,8 @@ class Found:
 def image_id(relpath):
     """A file-system- and Snakemake-safe id for an image, recognisable as its file name.
 
-    The id keeps the name and extension (so a.jpg and a.png never collide) and replaces characters
-    that are unsafe in paths, shells or wildcards with "_"; when it had to replace anything, a short
+    The id keeps the name and extension (so a.jpg and a.png never collide) and replaces each run of
+    characters unsafe in paths, shells or wildcards with one "_"; when it had to replace any, a short
     hash of the original name keeps two such names apart. The id depends on the name alone, so
     adding or removing other images never renames an image's outputs.
     """

@@ -44,8 +44,8 @@ def assign(infos, val_fraction, seed):
     usable = table[(table.split != "skipped") & (table.patches > 0)]
     if len(usable) == 0:
         raise TesseraError(
-            "no usable image: every image was skipped or smaller than one patch "
-            "(see the warnings above and results/patches/*.json)"
+            "no usable image: every image was skipped or is smaller than one patch (see the "
+            "warnings above); add at least two readable images larger than patches.size"
         )
     if len(usable) == 1:
         raise TesseraError(
