@@ -257,3 +257,28 @@ def test_a_raised_limit_lets_a_large_image_through(tmp_path):
 def test_a_file_pillow_would_hand_to_ghostscript_is_refused(tmp_path):
     (tmp_path / "drawing.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
     assert "not an image" in _reason(tmp_path / "drawing.png")
+
+
+def test_one_bit_image(tmp_path):
+    im = Image.new("1", (16, 12), 0)
+    im.paste(1, (0, 0, 8, 12))
+    im.save(tmp_path / "bw.png")
+    a, _ = load_image(tmp_path / "bw.png")
+    assert (a[:, :8] == 255).all() and (a[:, 8:] == 0).all()
+
+
+def test_rgb_png_with_a_transparent_colour(tmp_path):
+    im = Image.new("RGB", (16, 12), BLUE)
+    im.paste(RED, (0, 0, 8, 12))
+    im.save(tmp_path / "key.png", transparency=RED)
+    a, _ = load_image(tmp_path / "key.png")
+    assert (a[:, :8] == WHITE).all() and (a[:, 8:] == BLUE).all()
+
+
+def test_a_camera_mpo_gives_its_main_picture_without_a_note(tmp_path):
+    main, preview = Image.fromarray(photo()), Image.new("RGB", (48, 32), BLUE)
+    main.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[preview])
+    with Image.open(tmp_path / "camera.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    a, notes = load_image(tmp_path / "camera.jpg")
+    assert notes == [] and np.abs(a.astype(int) - photo()).mean() < 6
