@@ -156,9 +156,9 @@ def load_image(path, max_megapixels=None):
     """
     path = Path(path)
     notes = []
-    if path.stat().st_size == 0:
-        raise UnusableImage(path, "empty file (0 bytes)")
     try:
+        if path.stat().st_size == 0:
+            raise UnusableImage(path, "empty file (0 bytes)")
         with _pillow_pixel_guard_off(), Image.open(path, formats=_FORMATS) as im:
             _check_size(path, im.size, max_megapixels)
             frames = getattr(im, "n_frames", 1)
