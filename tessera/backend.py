@@ -48,6 +48,17 @@ def devices(kind=None):
     return [d for d in found if kind is None or d.startswith(kind)]
 
 
+def copies(variable):
+    """On how many devices a Keras variable is held (data-parallel training keeps one copy on
+    each)."""
+    value = variable.value
+    if hasattr(value, "sharding"):  # jax
+        return len(value.sharding.device_set)
+    if isinstance(getattr(value, "values", None), (tuple, list)):  # a TF MirroredVariable
+        return len(value.values)
+    return 1
+
+
 def describe():
     """One line for the log: the backend, the devices it sees, and what the scheduler gave the job."""
     return (

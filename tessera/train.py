@@ -41,11 +41,14 @@ def make_pair(clean, task, rng):
     return noise.add(clean, task, rng).astype(np.float32) / np.float32(255), target
 
 
-def make_batches(patches, batch_size, seed, augment_on, task=None, first_epoch=0):
+def make_batches(
+    patches, batch_size, seed, augment_on, task=None, first_epoch=0, drop_remainder=False
+):
     """A Keras PyDataset of (input, target) float batches from uint8 patches.
 
     Shuffling, augmentation and training noise are drawn from (seed, epoch, batch), so every epoch
-    sees new noise and a resumed run continues where the interrupted one would have gone.
+    sees new noise and a resumed run continues where the interrupted one would have gone. With
+    drop_remainder every batch is whole (data-parallel training splits each one evenly).
     """
     import keras
 
@@ -58,6 +61,8 @@ def make_batches(patches, batch_size, seed, augment_on, task=None, first_epoch=0
             self.on_epoch_end()
 
         def __len__(self):
+            if drop_remainder:
+                return max(1, len(patches) // batch_size)
             return -(-len(patches) // batch_size)
 
         def __getitem__(self, i):
@@ -215,6 +220,11 @@ def _strategy(settings, log):
             f"train.gpus is {wanted} but only {len(gpus)} GPU(s) are visible "
             f"({backend.describe()}); lower train.gpus or ask the scheduler for more"
         )
+    if settings["batch_size"] % wanted:
+        raise TesseraError(
+            f"train.batch_size {settings['batch_size']} must be a multiple of train.gpus "
+            f"({wanted}): each device gets an equal share of every batch"
+        )
     chosen = pool[:wanted]
     if pool is not gpus:
         log(f"warning: {wanted} GPUs asked for, {len(gpus)} found: data-parallel over {chosen}")
@@ -292,14 +302,17 @@ def train(
     resume.mkdir(parents=True, exist_ok=True)
     _truncate_history(history, resumed_from)
 
+    # The starting weights come from the seed alone, whatever devices the training is spread on.
+    reference = models.build(settings["preset"])
+    info = models.describe(reference)
     scope, used = _strategy(settings, log)
     with scope:
         model = models.build(settings["preset"])
+        model.set_weights(reference.get_weights())
         model.compile(
             optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
             loss=settings["loss"],
         )
-    info = models.describe(model)
     log(
         f"preset {settings['preset']}: {info}; {len(train_x)} training and {len(val_in)} "
         f"validation patches; task {task['kind']}; devices used {used}"
@@ -308,7 +321,13 @@ def train(
         log(f"resuming after epoch {resumed_from} from {backup}")
 
     batches = make_batches(
-        train_x, settings["batch_size"], settings["seed"], settings["augment"], task, resumed_from
+        train_x,
+        settings["batch_size"],
+        settings["seed"],
+        settings["augment"],
+        task,
+        resumed_from,
+        drop_remainder=len(used) > 1,
     )
     clock = _Clock(len(train_x), settings.get("max_minutes"))
     callbacks = [
@@ -341,6 +360,14 @@ def train(
             f"train.learning_rate (now {settings['learning_rate']})"
         )
 
+    weight_copies = backend.copies(model.trainable_variables[0])
+    if len(used) > 1:
+        # Back on one device for checking and saving: a data-parallel model wants batches that
+        # split evenly over its devices.
+        if keras.config.backend() == "jax":
+            keras.distribution.set_distribution(None)
+        trained, model = model, models.build(settings["preset"])
+        model.set_weights(trained.get_weights())
     figures, flags = quality_flags(model, val_in, val_target, train_x, settings, task)
     for flag in flags:
         log(f"warning: {flag}")
@@ -355,6 +382,7 @@ def train(
         "backend": keras.config.backend(),
         "device": ", ".join(used),
         "replicas": len(used),
+        "weight_copies": weight_copies,
         "precision": settings.get("precision", "float32"),
         "epochs": int(len(table)),
         "resumed_from_epoch": resumed_from,
