@@ -1,0 +1,165 @@
+"""The workflow submitted to a real SLURM scheduler (slurmctld + slurmd on this machine).
+
+The whole tiny workflow goes through profiles/slurm as shipped, with the test profile on top of it
+(the test scheduler's account and partition). Beside it, the per-image jobs alone go through the
+test profile only, to count the SLURM jobs without grouping. What is checked comes from the
+scheduler's own records (`scontrol show job`) and from inside the jobs, not from Snakemake's say-so.
+"""
+
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import sample
+from tests.slurm import cluster
+
+IMAGES = ("astronaut.png", "coffee.png", "rocket.png")
+
+TINY = """
+images: '{images}'
+patches: {{size: 16, stride: 8}}
+split: {{val_fraction: 0.34, seed: 0}}
+train: {{epochs: 1, batch_size: 32, threads: 2}}
+reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
+report: {{thumbnail: 64}}
+"""
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """The local scheduler: the one .ci/run started, or one started here and stopped after."""
+    if cluster.running():
+        yield
+        return
+    reason = cluster.start()
+    if reason:
+        pytest.skip(f"no SLURM scheduler could be started: {reason}")
+    try:
+        yield
+    finally:
+        cluster.stop()
+
+
+def _workdir(root):
+    root.mkdir()
+    images = root / "images"
+    images.mkdir()
+    for name, box in (
+        ("astronaut.png", (150, 40, 246, 136)),
+        ("coffee.png", (200, 100, 312, 180)),
+        ("rocket.jpg", (250, 150, 330, 246)),
+    ):
+        Image.fromarray(sample(name, box)).save(images / (Path(name).stem + ".png"))
+    (root / "tiny.yaml").write_text(TINY.format(images=images))
+    return root
+
+
+SHIPPED = [cluster.SLURM_PROFILE, cluster.TEST_PROFILE]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return cluster.snapshot(tmp_path_factory.mktemp("repo") / "tessera")
+
+
+@pytest.fixture(scope="module")
+def runs(scheduler, repo, tmp_path_factory):
+    """The whole workflow grouped, and the patches alone ungrouped, submitted at the same time."""
+    base = tmp_path_factory.mktemp("slurm")
+    grouped, plain = _workdir(base / "grouped"), _workdir(base / "plain")
+    with ThreadPoolExecutor(2) as pool:
+        whole = pool.submit(cluster.submit, grouped, grouped / "tiny.yaml", SHIPPED, repo=repo)
+        patches = pool.submit(
+            cluster.submit,
+            plain,
+            plain / "tiny.yaml",
+            [cluster.TEST_PROFILE],
+            "--until",
+            "patches",
+            repo=repo,
+        )
+        done = {"grouped": (grouped, whole.result()), "plain": (plain, patches.result())}
+    for name, (_, run) in done.items():
+        assert run.returncode == 0, f"{name} submission failed:\n{run.output[-6000:]}"
+    return done
+
+
+def _records(run):
+    return {job_id: cluster.record(job_id) for job_id in run.job_ids}
+
+
+def _jobs_in_group_log(work, group):
+    """(rule, image) of every job a group job ran, from the group job's own SLURM log."""
+    [log] = (work / ".snakemake" / "slurm_logs" / f"group_{group}").glob("*.log")
+    ran = set()
+    for block in log.read_text().split("\nlocalrule ")[1:]:
+        image = re.search(r"^\s+wildcards: image=(\S+)$", block, re.MULTILINE)
+        ran.add((block.split(":", 1)[0], image and image.group(1)))
+    return ran
+
+
+def test_every_output_exists(runs):
+    work, _ = runs["grouped"]
+    r = work / "results"
+    expected = [r / "dataset" / f for f in ("train.npy", "val.npy", "split.tsv")]
+    expected += [r / "model" / f for f in ("model.keras", "history.tsv", "summary.json")]
+    expected += [r / "report" / f for f in ("index.html", "loss.tsv", "metrics.tsv", "loss.png")]
+    for name in IMAGES:
+        expected += [r / "patches" / f"{name}.npy", r / "patches" / f"{name}.json"]
+        expected += [r / "reconstructed" / f"{name}.png", r / "reconstructed" / f"{name}.json"]
+    missing = [str(p.relative_to(work)) for p in expected if not p.is_file()]
+    assert not missing
+    page = (r / "report" / "index.html").read_text()
+    assert all(name in page for name in IMAGES)
+
+
+def test_only_the_training_job_was_given_a_gpu(runs):
+    work, run = runs["grouped"]
+    records = {**_records(run), **_records(runs["plain"][1])}
+    for job_id, rec in records.items():
+        assert rec["JobState"] == "COMPLETED" and rec["ExitCode"] == "0:0", (job_id, rec)
+    gpus = {cluster.rule_of(rec): rec["JOB_GRES"] for rec in records.values()}
+    assert {rule for rule, gres in gpus.items() if gres != "(null)"} == {"train"}, gpus
+    assert gpus["train"] == "gpu:1"
+    for rec in records.values():
+        wanted = "gpu:1" if cluster.rule_of(rec) == "train" else ""
+        assert re.sub(r"^gres:", "", rec.get("TresPerJob", "")) == wanted, rec
+    # Inside the job: SLURM bound the GPU it gave to the job's environment.
+    assert re.search(r"CUDA_VISIBLE_DEVICES=0\b", (work / "logs" / "train.log").read_text())
+
+
+def test_without_groups_each_image_is_a_slurm_job(runs):
+    _, run = runs["plain"]
+    records = _records(run).values()
+    assert [cluster.rule_of(rec) for rec in records] == ["patches"] * len(IMAGES)
+    assert sorted(rec["Comment"] for rec in records) == [
+        f"rule_patches_wildcards_{name}" for name in IMAGES
+    ]
+
+
+def test_the_shipped_profile_groups_per_image_jobs(runs, repo):
+    work, run = runs["grouped"]
+    profile = yaml.safe_load((repo / cluster.SLURM_PROFILE / "config.yaml").read_text())
+    group = profile["groups"]["patches"]
+    assert profile["groups"]["reconstruct"] == group and profile["group-components"][group] >= 3
+    jobs = Counter(cluster.rule_of(rec) for rec in _records(run).values())
+    assert jobs[f"{group}_patches"] == 1 and jobs[f"{group}_reconstruct"] == 1, jobs
+    assert jobs["patches"] == jobs["reconstruct"] == 0, jobs
+    assert set(jobs.values()) == {1} and {"split", "train", "report"} <= set(jobs), jobs
+    # Each group job ran the stage for all three images.
+    for stage in ("patches", "reconstruct"):
+        ran = _jobs_in_group_log(work, f"{group}_{stage}")
+        assert ran == {(stage, name) for name in IMAGES}
+
+
+def test_a_second_submission_does_nothing(runs, repo):
+    work, _ = runs["grouped"]
+    again = cluster.submit(work, work / "tiny.yaml", SHIPPED, repo=repo, timeout=300)
+    assert again.returncode == 0, again.output[-3000:]
+    assert "Nothing to be done" in again.output
+    assert again.job_ids == []
