@@ -1,5 +1,6 @@
 """The tiny test workflow through the local one-node SLURM: wall time and SLURM jobs submitted,
-without grouping (tests/slurm/profile alone) and with the grouping of profiles/slurm.
+without grouping (tests/slurm/profile alone) and with the grouping of profiles/slurm; and the same
+workflow run by Snakemake alone on this machine, for comparison.
 
 Needs root (it starts the scheduler of tests/slurm/start-slurm.sh when it is not up, and stops it
 after). `--images N` uses N crops instead of three, to see how the job count grows.
@@ -9,8 +10,10 @@ after). `--images N` uses N crops instead of three, to see how the job count gro
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +77,16 @@ def main():
                 rule = cluster.rule_of(r)
                 per_rule[rule] = per_rule.get(rule, 0) + 1
             print(f"{name:36} {run.wall_s:7.0f} {len(run.job_ids):5d} {busy:10d}  {per_rule}")
+        work = workdir(base / "local", args.images)
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(work)]
+        t0 = time.monotonic()
+        subprocess.run(
+            [*cmd, "--configfile", str(work / "tiny.yaml"), "--cores", "2"],
+            check=True,
+            cwd=work,
+            capture_output=True,
+        )
+        print(f"{'no SLURM: --cores 2':36} {time.monotonic() - t0:7.0f}")
     finally:
         if started:
             cluster.stop()
