@@ -1,6 +1,7 @@
 """The workflow submitted to a real SLURM scheduler (slurmctld + slurmd on this machine).
 
-The whole tiny workflow goes through profiles/slurm as shipped, with the test profile on top of it
+A dry run of profiles/slurm needs no scheduler: it shows what each job would ask for. Then the
+whole tiny workflow goes through profiles/slurm as shipped, with the test profile on top of it
 (the test scheduler's account and partition). Beside it, the per-image jobs alone go through the
 test profile only, to count the SLURM jobs without grouping. What is checked comes from the
 scheduler's own records (`scontrol show job`) and from inside the jobs, not from Snakemake's say-so.
@@ -60,6 +61,30 @@ def _workdir(root):
 
 
 SHIPPED = [cluster.SLURM_PROFILE, cluster.TEST_PROFILE]
+
+
+def test_the_shipped_profile_plans_a_cluster_run(tmp_path):
+    # No scheduler needed: a dry run shows what each job would ask SLURM for.
+    work = _workdir(tmp_path / "work")
+    dry = cluster.submit(work, work / "tiny.yaml", [cluster.SLURM_PROFILE], "-n", timeout=300)
+    assert dry.returncode == 0, dry.output[-3000:]
+    asks, rule, group = [], None, None
+    for line in dry.output.splitlines():
+        if m := re.search(r"Group job (\w+) ", line):
+            group = m.group(1)
+        elif m := re.match(r"( *)(?:rule|checkpoint|localrule) (\w+):$", line):
+            rule, group = m.group(2), group if m.group(1) else None
+        elif m := re.match(r"\s+resources: (.*)$", line):
+            asks.append((rule, group, dict(kv.split("=", 1) for kv in m.group(1).split(", "))))
+    by_rule = {}
+    for rule, group, res in asks:
+        by_rule.setdefault(rule, []).append((group, res))
+    assert [group for group, _ in by_rule["patches"]] == ["per_image"] * len(IMAGES)
+    [(_, train)] = by_rule["train"]
+    assert train["gpu"] == "1" and train["slurm_partition"] == "YOUR_GPU_PARTITION"
+    others = [res for rule, _, res in asks if rule != "train"]
+    assert others and not any("gpu" in res or "gpu_model" in res for res in others)
+    assert all(res["slurm_account"] == "YOUR_ACCOUNT" for _, _, res in asks)
 
 
 @pytest.fixture(scope="module")
