@@ -9,6 +9,7 @@ line never retrains a model. Docstrings and every other token count.
 """
 
 import ast
+import functools
 import hashlib
 import io
 import tokenize
@@ -20,8 +21,16 @@ _ROOT = Path(__file__).resolve().parent
 
 def _imported_modules(path):
     """Names of the tessera submodules a file imports, e.g. {"models", "images"}."""
+    names = _imports_in(Path(path).read_bytes(), str(path))
+    return {name for name in names if (_ROOT / f"{name}.py").exists()}
+
+
+# Every rule's hash reads the shared modules (jobs, images, ...) again: parse each content once.
+@functools.lru_cache(maxsize=256)
+def _imports_in(source, filename):
+    """The X of every `tessera.X` a source imports, module or not."""
     found = set()
-    for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(source, filename=filename)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -37,9 +46,9 @@ def _imported_modules(path):
             continue
         for name in names:
             parts = name.split(".")
-            if parts[0] == PACKAGE and len(parts) > 1 and (_ROOT / f"{parts[1]}.py").exists():
+            if parts[0] == PACKAGE and len(parts) > 1:
                 found.add(parts[1])
-    return found
+    return frozenset(found)
 
 
 def modules_used(script):
@@ -60,13 +69,17 @@ def code_hash(script):
         files = [_ROOT / f"{name}.py", *sorted((_ROOT / "templates").glob(f"{name}.*"))]
         for f in files:
             h.update(f.name.encode() + b"\0")
-            content = _code_tokens(f.read_bytes()) if f.suffix == ".py" else f.read_bytes()
-            h.update(hashlib.sha256(content).digest())
+            h.update(_digest(f.read_bytes(), f.suffix == ".py"))
     return h.hexdigest()[:12]
 
 
 _LAYOUT = {tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.ENDMARKER}
 _IGNORED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(content, python):
+    return hashlib.sha256(_code_tokens(content) if python else content).digest()
 
 
 def _code_tokens(source):

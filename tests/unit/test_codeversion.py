@@ -140,3 +140,11 @@ def test_every_real_module_edit_reaches_exactly_its_importers(library_copy):
         assert {s for s in STAGES if after[s] != before[s]} == {
             s for s in STAGES if name in used[s]
         }, name
+
+
+def test_a_module_created_later_is_followed_from_then_on(package):
+    root, scripts = package
+    (scripts / "later.py").write_text("from tessera import later\n")
+    assert codeversion.modules_used(scripts / "later.py") == ["__init__"]
+    (root / "later.py").write_text("from tessera import leaf\n")
+    assert codeversion.modules_used(scripts / "later.py") == ["__init__", "later", "leaf"]
