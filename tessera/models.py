@@ -76,8 +76,10 @@ def _dncnn(depth=8, width=32):
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     for _ in range(depth - 2):
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    residual = layers.Conv2D(3, 3, padding="same", name="noise")(x)
-    return Model(inp, layers.Subtract()([inp, residual]), name="dncnn")
+    # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
+    # the clean image is not rounded to bfloat16's 8 bits of mantissa.
+    residual = layers.Conv2D(3, 3, padding="same", name="noise", dtype="float32")(x)
+    return Model(inp, layers.Subtract(dtype="float32")([inp, residual]), name="dncnn")
 
 
 PRESETS = {
