@@ -138,25 +138,48 @@ def to_uint8(result):
     return np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
 
 
-def metrics(original, rebuilt):
-    """PSNR and SSIM on the 8-bit images (as saved), MSE on the [0, 1] scale of the training loss."""
-    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+STRIP = 256  # rows per metrics strip: the memory of the metrics does not grow with the image
 
-    side = min(original.shape[:2])
+
+def metrics(original, rebuilt, strip=STRIP):
+    """PSNR and SSIM on the 8-bit images (as saved), MSE on the [0, 1] scale of the training loss.
+
+    Computed strip by strip (scikit-image's SSIM on each strip with the window's overlap, its map
+    averaged over the same pixels as on the whole image), so a 12-megapixel photo does not need
+    gigabytes of float64 copies.
+    """
+    from skimage.metrics import structural_similarity
+
+    h, w = original.shape[:2]
+    squared = 0.0
+    for y in range(0, h, strip):
+        d = original[y : y + strip].astype(np.float64) - rebuilt[y : y + strip]
+        squared += float(np.vdot(d, d))
+    mse255 = squared / original.size
+    side = min(h, w)
     win = min(7, side if side % 2 else side - 1)
-    a, b = original.astype(np.float64) / 255, rebuilt.astype(np.float64) / 255
-    return {
-        "psnr": float(peak_signal_noise_ratio(original, rebuilt, data_range=255)),
-        "ssim": (
-            float(
-                structural_similarity(
-                    original, rebuilt, channel_axis=2, data_range=255, win_size=win
-                )
+    ssim = float("nan")
+    if win >= 3:
+        pad = (win - 1) // 2
+        total, count = 0.0, 0
+        for y0 in range(pad, h - pad, strip):
+            y1 = min(y0 + strip, h - pad)
+            _, ssim_map = structural_similarity(
+                original[y0 - pad : y1 + pad],
+                rebuilt[y0 - pad : y1 + pad],
+                channel_axis=2,
+                data_range=255,
+                win_size=win,
+                full=True,
             )
-            if win >= 3
-            else float("nan")
-        ),
-        "mse": float(mean_squared_error(a, b)),
+            inner = ssim_map[pad : pad + y1 - y0, pad : w - pad]
+            total += float(inner.sum(dtype=np.float64))
+            count += inner.size
+        ssim = total / count
+    return {
+        "psnr": float(10 * np.log10(255**2 / mse255)) if mse255 else float("inf"),
+        "ssim": ssim,
+        "mse": mse255 / 255**2,
     }
 
 

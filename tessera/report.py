@@ -238,6 +238,15 @@ def warnings_for(table, summary):
     return out
 
 
+def template():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    # The page is named .html.j2, which select_autoescape() alone would not take for HTML: file
+    # names like "<b>.png" must be shown, not parsed.
+    env = Environment(loader=PackageLoader("tessera"), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("report.html.j2")
+
+
 def build(inputs, items, skipped, config, settings, out_dir):
     """Write index.html, loss.tsv, metrics.tsv, baselines.tsv, loss.png and pictures into out_dir.
 
@@ -246,8 +255,6 @@ def build(inputs, items, skipped, config, settings, out_dir):
     skipped: (path, reason) pairs found before any job ran; settings: thumbnail, tile,
     batch_size, max_megapixels; config: the whole configuration, shown for provenance.
     """
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task = config["task"]
@@ -284,8 +291,7 @@ def build(inputs, items, skipped, config, settings, out_dir):
     cols = ["psnr", "ssim", "mse", "seam_ratio"] + (
         ["psnr_input", "ssim_input"] if "psnr_input" in table else []
     )
-    env = Environment(loader=PackageLoader("tessera"), autoescape=select_autoescape())
-    page = env.get_template("report.html.j2").render(
+    page = template().render(
         summary=summary,
         task=task,
         losses=losses.to_dict("records"),

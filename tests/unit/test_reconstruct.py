@@ -106,3 +106,18 @@ def test_denoise_input_is_noisy_and_fixed_by_the_image_id():
     assert np.array_equal(a, rec.model_input(image, "coffee.png", task))
     assert 15 < rec.metrics(image, a)["psnr"] < 25
     assert rec.model_input(image, "coffee.png", {"kind": "reconstruct"}) is image
+
+
+def test_strip_metrics_equal_scikit_images_whole_image_figures():
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    clean = sample("hubble_deep_field.jpg", (0, 0, 301, 263))
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 12, clean.shape), 0, 255).astype(
+        np.uint8
+    )
+    got = rec.metrics(clean, noisy, strip=40)
+    assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(clean, noisy, data_range=255))
+    assert got["ssim"] == pytest.approx(
+        structural_similarity(clean, noisy, channel_axis=2, data_range=255), abs=1e-9
+    )
+    assert got["mse"] == pytest.approx(mean_squared_error(clean / 255, noisy / 255))

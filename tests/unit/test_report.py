@@ -46,3 +46,12 @@ def test_flags_from_training_and_flat_outputs_become_warnings():
     assert any("gone flat" in w for w in warned)
     assert any("time budget" in w for w in warned)
     assert report.warnings_for(table, {}) == []
+
+
+def test_file_names_are_escaped_in_the_page():
+    name = '<img src=x onerror="alert(1)">&.png'
+    source = report.template().environment.from_string("<td>{{ path }}</td>")
+    assert source.render(path=name) == (
+        "<td>&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;.png</td>"
+    )
+    assert report.template().environment.autoescape("report.html.j2")
