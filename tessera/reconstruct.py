@@ -135,7 +135,12 @@ def whole(model, image, plan):
 
 
 def to_uint8(result):
-    return np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
+    """[0, 1] floats to 8 bits. Works in place on result, which it consumes: a large image then
+    needs no float temporaries beside it."""
+    np.multiply(result, 255, out=result)
+    np.rint(result, out=result)
+    np.clip(result, 0, 255, out=result)
+    return result.astype(np.uint8)
 
 
 STRIP = 256  # rows per metrics strip: the memory of the metrics does not grow with the image
