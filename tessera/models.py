@@ -116,10 +116,15 @@ def build(name):
 
 def size_multiple(model, largest=64):
     """The smallest power of two m such that inputs whose sides are multiples of m come out the same size."""
+    def same_size(s):
+        try:
+            return tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s)
+        except ValueError:  # skip connections refuse sizes that do not halve evenly
+            return False
+
     m = 1
     while m <= largest:
-        sizes = [m * k for k in (3, 5, 7)]
-        if all(tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s) for s in sizes):
+        if all(same_size(m * k) for k in (3, 5, 7)):
             return m
         m *= 2
     raise TesseraError(

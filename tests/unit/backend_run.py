@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 out = Path(sys.argv[1])
 gpus = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 virtual = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+optimizer = sys.argv[4] if len(sys.argv) > 4 else "adam"
 if virtual:
     import keras
 
@@ -35,7 +36,7 @@ out.mkdir(parents=True, exist_ok=True)
 np.save(out / "train.npy", extract(sample("coffee.png"), 16, 16, max_patches=256, seed=0))
 np.save(out / "val.npy", extract(sample("chelsea.png"), 16, 16, max_patches=64, seed=0))
 settings = dict(
-    preset="compact", epochs=2, batch_size=32, optimizer="adam", learning_rate=0.002, loss="mse",
+    preset="compact", epochs=2, batch_size=32, optimizer=optimizer, learning_rate=0.002 if optimizer == "adam" else 0.05, loss="mse",
     augment=True, seed=0, max_minutes=None, threads=2, gpus=gpus,
 )  # fmt: skip
 summary = train.train(
@@ -47,4 +48,14 @@ image = sample("rocket.jpg", (200, 100, 301, 170))
 plan = rec.plan_for(image, summary, 32, None, "crop")
 tiled = rec.reconstruct(model, image, plan, batch_size=4)
 exact = float(np.abs(tiled - rec.whole(model, image, plan)).max())
-print(json.dumps({**summary, "tiled_shape": list(tiled.shape), "tiling_error": exact}))
+first = float((out / "history.tsv").read_text().splitlines()[1].split("\t")[1])
+print(
+    json.dumps(
+        {
+            **summary,
+            "history_first_loss": first,
+            "tiled_shape": list(tiled.shape),
+            "tiling_error": exact,
+        }
+    )
+)

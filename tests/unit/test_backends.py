@@ -45,19 +45,22 @@ def test_training_and_tiling_work_on_every_installed_backend(tmp_path, backend):
 
 VIRTUAL = {
     # two host devices stand in for two GPUs
-    "jax": ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, []),
-    "tensorflow": ({}, [2]),
+    "jax": ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, 0),
+    "tensorflow": ({}, 2),
 }
 
 
 @pytest.mark.parametrize("backend", sorted(VIRTUAL))
 def test_data_parallel_training_uses_both_devices_and_matches_one(tmp_path, backend):
-    env, extra = VIRTUAL[backend]
-    one = run(tmp_path / "one", backend, 1, *extra, env=env)
-    two = run(tmp_path / "two", backend, 2, *extra, env=env)
+    env, devices = VIRTUAL[backend]
+    # Plain SGD: Adam's first steps follow the sign of tiny gradients, so float-order noise
+    # between one and two devices would grow into visibly different losses.
+    one = run(tmp_path / "one", backend, 1, devices, "sgd", env=env)
+    two = run(tmp_path / "two", backend, 2, devices, "sgd", env=env)
     assert one["replicas"] == 1 and one["weight_copies"] == 1
     assert two["replicas"] == 2 and two["weight_copies"] == 2
     assert two["device"] == "cpu:0, cpu:1"
     # the same global batches and starting weights; only the order of float sums differs
-    assert two["final_loss"] == pytest.approx(one["final_loss"], rel=0.1)
-    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=0.25)
+    assert two["final_loss"] == pytest.approx(one["final_loss"], rel=0.02)
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=0.02)
+    assert two["final_loss"] < one["history_first_loss"]

@@ -47,3 +47,16 @@ def test_receptive_radius_is_where_an_impulse_stops_reaching(name):
 def test_unknown_preset_names_the_key_and_the_choices():
     with pytest.raises(TesseraError, match=r"model.preset.*compact.*seed"):
         models.get_preset("nope")
+
+
+def test_size_multiple_of_a_network_with_skip_connections():
+    from keras import Input, Model, layers
+
+    x = inp = Input((None, None, 3))
+    down = layers.Conv2D(4, 3, strides=2, padding="same")(x)
+    down = layers.Conv2D(4, 3, strides=2, padding="same")(down)
+    up = layers.Conv2DTranspose(4, 2, strides=2)(down)
+    skip = layers.Conv2D(4, 1, strides=2)(x)
+    up = layers.Add()([up, skip])  # refuses sizes that do not halve twice evenly
+    model = Model(inp, layers.Conv2DTranspose(3, 2, strides=2)(up))
+    assert models.size_multiple(model) == 4
