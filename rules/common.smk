@@ -13,6 +13,18 @@ def logs(path):
     return f"{config['logs']}/{path}"
 
 
+def settings_of(section):
+    """A config section for a rule's params, without its thread count: threads reach the job
+    through `threads:` (and --set-threads), and changing them must not rerun anything."""
+    return {k: v for k, v in config[section].items() if k != "threads"}
+
+
+def shown_config():
+    """The configuration as the report shows it: every setting that shapes a result, so not the
+    thread counts (they change nothing but speed, and must not rerun the report)."""
+    return {k: settings_of(k) if isinstance(v, dict) else v for k, v in config.items()}
+
+
 def code(stage):
     """A hash of the tessera modules the stage's script imports: editing them reruns the stage."""
     return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))

@@ -16,7 +16,7 @@ rule reconstruct:
         mem_mb=4000,
         runtime=30,
     params:
-        settings=config["reconstruct"],
+        settings=settings_of("reconstruct"),
         task=config["task"],
         max_megapixels=config["max_megapixels"],
         code=code("reconstruct"),

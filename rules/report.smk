@@ -51,7 +51,7 @@ rule report:
     params:
         images=usable_images,
         skipped=SKIPPED,
-        shown_config=config,
+        shown_config=shown_config(),
         settings={
             **config["report"],
             "tile": config["reconstruct"]["tile"],

@@ -17,7 +17,7 @@ rule train:
         runtime=120,
         gpu=config["train"]["gpus"],
     params:
-        settings={**config["train"], "preset": config["model"]["preset"]},
+        settings={**settings_of("train"), "preset": config["model"]["preset"]},
         task=config["task"],
         # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
         resume=results(".resume/train"),

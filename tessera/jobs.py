@@ -34,6 +34,8 @@ def job(log_path, stage):
             yield log
         except TesseraError as e:
             _fail(f"tessera {stage}: error: {e}")
+        except KeyboardInterrupt:
+            _fail(f"tessera {stage}: interrupted; run the same command again to carry on", 130)
         except Exception as e:
             traceback.print_exc()
             _fail(f"tessera {stage}: unexpected {type(e).__name__}: {e} (traceback in {log_path})")
@@ -42,10 +44,10 @@ def job(log_path, stage):
             sys.stderr.flush()
 
 
-def _fail(message):
+def _fail(message, status=1):
     print(message, file=sys.stderr)
     print(message, file=_terminal)
-    sys.exit(1)
+    sys.exit(status)
 
 
 def warn(stage, message):

@@ -207,6 +207,10 @@ def test_a_training_setting_retrains_and_redoes_what_follows_not_the_patches(run
     assert jobs == {("train", None): 1, **per_image("reconstruct", FIRST), ("report", None): 1}
 
 
+def test_a_thread_count_reruns_nothing(run):
+    assert plan(run.work, "--config", "train={threads: 1}", "reconstruct={threads: 1}") == Counter()
+
+
 def test_a_patch_setting_reruns_everything(run):
     jobs = plan(run.work, "--config", "patches={stride: 8}")
     # The reconstructions follow once the split (a checkpoint) has run again: a dry run cannot
