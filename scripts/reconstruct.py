@@ -17,6 +17,7 @@ with job(snakemake.log[0], "reconstruct"):
         margin=p["margin"],
         mode=p["mode"],
         batch_size=p["batch_size"],
+        ensemble=p["ensemble"],
         task=snakemake.params.task,
         max_megapixels=snakemake.params.max_megapixels,
     )

@@ -126,6 +126,28 @@ def reconstruct(model, image, plan, batch_size=8):
     return result[:h, :w]
 
 
+def dihedral(image, k):
+    """The k-th of the 8 flips and quarter turns (k in 0..7)."""
+    turned = np.rot90(image, k % 4)
+    return turned[:, ::-1] if k >= 4 else turned
+
+
+def undo_dihedral(image, k):
+    flipped = image[:, ::-1] if k >= 4 else image
+    return np.rot90(flipped, -(k % 4))
+
+
+def self_ensemble(model, image, plan_of, batch_size=8):
+    """Mean of the model's outputs over the 8 flips and quarter turns of the image, each turned
+    back: the augmentation seen in training, used again at inference; it costs 8 passes."""
+    acc = None
+    for k in range(8):
+        turned = np.ascontiguousarray(dihedral(image, k))
+        out = undo_dihedral(reconstruct(model, turned, plan_of(turned), batch_size), k)
+        acc = out.copy() if acc is None else np.add(acc, out, out=acc)
+    return np.divide(acc, np.float32(8), out=acc)
+
+
 def whole(model, image, plan):
     """The model run once on the whole padded canvas, cropped: what tiling must reproduce."""
     canvas = pad(image, plan).astype(np.float32)[None] / np.float32(255)
@@ -248,13 +270,18 @@ def run(
     batch_size,
     task=None,
     max_megapixels=None,
+    ensemble=False,
 ):
     model, summary = load(model_path, summary_path)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given = model_input(clean, image_id, task)
     plan = plan_for(clean, summary, tile, margin, mode)
     started = time.perf_counter()
-    rebuilt = to_uint8(reconstruct(model, given, plan, batch_size))
+    if ensemble:
+        plan_of = lambda image: plan_for(image, summary, tile, margin, mode)  # noqa: E731
+        rebuilt = to_uint8(self_ensemble(model, given, plan_of, batch_size))
+    else:
+        rebuilt = to_uint8(reconstruct(model, given, plan, batch_size))
     seconds = time.perf_counter() - started
     save_png(rebuilt, out_png)
     record = {
@@ -265,6 +292,7 @@ def run(
         "contrast_ratio": round(float(rebuilt.std() / max(clean.std(), 1e-6)), 4),
         "seam_ratio": seam_ratio(clean, rebuilt, plan),
         "mode": mode,
+        "ensemble": bool(ensemble),
         "tile": tile,
         "margin": plan.margin,
         "tiles": plan.count,
