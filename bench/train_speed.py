@@ -57,7 +57,7 @@ def main():
                 x = data.astype(np.float32) / 255
                 rate = _bare(model, x, args)
             else:
-                batches = train.make_batches(data, args.batch, shuffle_seed=0, augment_on=True)
+                batches = train.make_batches(data, args.batch, seed=0, augment_on=True)
                 rate = _run(model, batches, args, None)
             rates[kind] = rate
         print(

@@ -116,6 +116,7 @@ def build(name):
 
 def size_multiple(model, largest=64):
     """The smallest power of two m such that inputs whose sides are multiples of m come out the same size."""
+
     def same_size(s):
         try:
             return tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s)

@@ -1,0 +1,25 @@
+"""The speed scripts in bench/ still run against the library (on tiny inputs: no timing is
+checked here, only that each prints its figures)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+CASES = {
+    "train_speed.py": (["--presets", "compact", "--epochs", "2", "--patches", "256"], r"compact +\d+ +\d+ +\d\.\d+"),
+    "tiling.py": (["--repeat", "1", "--size", "160x96"], r"\(b\) / \(a\): [\d.]+x"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_bench_script_prints_its_figures(script):
+    args, expected = CASES[script]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(expected, done.stdout), done.stdout
