@@ -21,9 +21,8 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from tests.conftest import sample  # noqa: E402
+from tests.conftest import sample, tiny_config  # noqa: E402
 from tests.slurm import cluster  # noqa: E402
-from tests.slurm.test_slurm import TINY  # noqa: E402
 
 CROPS = [("astronaut.png", (150, 40, 246, 136)), ("coffee.png", (200, 100, 312, 180))]
 CROPS += [("rocket.jpg", (250, 150, 330, 246)), ("chelsea.png", (100, 50, 196, 146))]
@@ -36,7 +35,7 @@ def workdir(root, n):
     for i in range(n):
         name, box = CROPS[i % len(CROPS)]
         Image.fromarray(sample(name, box)).save(images / f"{i:03d}_{Path(name).stem}.png")
-    (root / "tiny.yaml").write_text(TINY.format(images=images))
+    tiny_config(root / "tiny.yaml", images)
     return root
 
 

@@ -1,10 +1,10 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,11 +19,26 @@ def sample(name, box=None):
     return np.asarray(im.crop(box) if box else im)
 
 
-@pytest.fixture
-def tiny_folder(tmp_path):
-    """Three small crops of real photographs, for fast workflow runs."""
-    folder = tmp_path / "images"
-    folder.mkdir()
+# The config of the quick workflow runs: tiny patches and tiles, one epoch. `images` takes a path
+# written with json.dumps, which YAML reads back whatever characters the path holds.
+TINY = """
+images: {images}
+patches: {{size: 16, stride: 8}}
+split: {{val_fraction: 0.34, seed: 0}}
+train: {{epochs: 1, batch_size: 32, threads: 2}}
+reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
+report: {{thumbnail: 64}}
+"""
+
+
+def tiny_config(path, images):
+    path.write_text(TINY.format(images=json.dumps(str(images))))
+    return path
+
+
+def tiny_images(folder):
+    """Three small crops of real photographs, for quick workflow runs."""
+    folder.mkdir(parents=True, exist_ok=True)
     for name, box in (
         ("astronaut.png", (150, 40, 246, 136)),
         ("coffee.png", (200, 100, 312, 180)),

@@ -10,25 +10,14 @@ scheduler's own records (`scontrol show job`) and from inside the jobs, not from
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
-from tests.conftest import sample
+from tests.conftest import tiny_config, tiny_images
 from tests.slurm import cluster
 
 IMAGES = ("astronaut.png", "coffee.png", "rocket.png")
-
-TINY = """
-images: '{images}'
-patches: {{size: 16, stride: 8}}
-split: {{val_fraction: 0.34, seed: 0}}
-train: {{epochs: 1, batch_size: 32, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 64}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +37,7 @@ def scheduler():
 
 def _workdir(root):
     root.mkdir()
-    images = root / "images"
-    images.mkdir()
-    for name, box in (
-        ("astronaut.png", (150, 40, 246, 136)),
-        ("coffee.png", (200, 100, 312, 180)),
-        ("rocket.jpg", (250, 150, 330, 246)),
-    ):
-        Image.fromarray(sample(name, box)).save(images / (Path(name).stem + ".png"))
-    (root / "tiny.yaml").write_text(TINY.format(images=images))
+    tiny_config(root / "tiny.yaml", tiny_images(root / "images"))
     return root
 
 

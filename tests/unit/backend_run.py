@@ -27,7 +27,7 @@ if virtual:
 
 import numpy as np  # noqa: E402
 
-from tessera import models, train  # noqa: E402
+from tessera import train  # noqa: E402
 from tessera import reconstruct as rec  # noqa: E402
 from tessera.patches import extract  # noqa: E402
 from tests.conftest import sample  # noqa: E402

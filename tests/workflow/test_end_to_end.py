@@ -3,7 +3,6 @@
 import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
@@ -11,32 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, snakemake
-
-TINY = """
-images: {images}
-patches: {{size: 16, stride: 8}}
-split: {{val_fraction: 0.34, seed: 0}}
-train: {{epochs: 1, batch_size: 32, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 64}}
-"""
+from tests.conftest import REPO, snakemake, tiny_config, tiny_images
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
-    from tests.conftest import sample
-
-    images = work / "my photos"
-    images.mkdir()
-    for name, box in (
-        ("astronaut.png", (150, 40, 246, 136)),
-        ("coffee.png", (200, 100, 312, 180)),
-        ("rocket.jpg", (250, 150, 330, 246)),
-    ):
-        Image.fromarray(sample(name, box)).save(images / (Path(name).stem + ".png"))
-    (work / "tiny.yaml").write_text(TINY.format(images=f"'{images}'"))
+    images = tiny_images(work / "my photos")
+    tiny_config(work / "tiny.yaml", images)
     first = snakemake(work, "--configfile", str(work / "tiny.yaml"))
     return work, images, first
 
