@@ -86,7 +86,15 @@ def interrupt_after_first_epoch(work, timeout=300):
     out = work / "interrupted.out"
     backup = str(work / "results" / ".resume" / "train" / "*" / "backup" / "training_metadata.json")
     with open(out, "w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A shell that starts its commands in the background (a CI runner may) makes them
+            # ignore SIGINT, and the children inherit that: give Ctrl-C back its default action.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None and time.monotonic() < deadline:
