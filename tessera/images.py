@@ -241,3 +241,18 @@ def _to_rgb8(im):
 def save_png(array, path):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
+
+
+DIHEDRAL = 8  # the identity, three quarter turns, and each of them mirrored
+
+
+def dihedral(image, k, axes=(0, 1)):
+    """The k-th of the 8 flips and quarter turns (k in 0..7) of the plane given by axes."""
+    turned = np.rot90(image, k % 4, axes=axes)
+    return np.flip(turned, axis=axes[1]) if k >= 4 else turned
+
+
+def undo_dihedral(image, k, axes=(0, 1)):
+    """The inverse of dihedral(image, k, axes)."""
+    flipped = np.flip(image, axis=axes[1]) if k >= 4 else image
+    return np.rot90(flipped, -(k % 4), axes=axes)

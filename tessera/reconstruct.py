@@ -1,5 +1,6 @@
 """Stage 4: rebuild a whole image with a trained model, tile by tile, and measure the result."""
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tessera import TesseraError, noise
-from tessera.images import load_image, save_png
+from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
 MODES = ("crop", "blend", "naive")
 
@@ -126,26 +127,14 @@ def reconstruct(model, image, plan, batch_size=8):
     return result[:h, :w]
 
 
-def dihedral(image, k):
-    """The k-th of the 8 flips and quarter turns (k in 0..7)."""
-    turned = np.rot90(image, k % 4)
-    return turned[:, ::-1] if k >= 4 else turned
-
-
-def undo_dihedral(image, k):
-    flipped = image[:, ::-1] if k >= 4 else image
-    return np.rot90(flipped, -(k % 4))
-
-
 def self_ensemble(model, image, plan_of, batch_size=8):
     """Mean of the model's outputs over the 8 flips and quarter turns of the image, each turned
     back: the augmentation seen in training, used again at inference; it costs 8 passes."""
-    acc = None
-    for k in range(8):
+    acc = np.zeros(image.shape, np.float32)
+    for k in range(DIHEDRAL):
         turned = np.ascontiguousarray(dihedral(image, k))
-        out = undo_dihedral(reconstruct(model, turned, plan_of(turned), batch_size), k)
-        acc = out.copy() if acc is None else np.add(acc, out, out=acc)
-    return np.divide(acc, np.float32(8), out=acc)
+        acc += undo_dihedral(reconstruct(model, turned, plan_of(turned), batch_size), k)
+    return np.divide(acc, np.float32(DIHEDRAL), out=acc)
 
 
 def whole(model, image, plan):
@@ -175,14 +164,11 @@ def metrics(original, rebuilt, strip=STRIP):
     averaged over the same pixels as on the whole image), so a 12-megapixel photo does not need
     gigabytes of float64 copies.
     """
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import mean_squared_error, structural_similarity
 
     h, w = original.shape[:2]
-    squared = 0.0
-    for y in range(0, h, strip):
-        d = original[y : y + strip].astype(np.float64) - rebuilt[y : y + strip]
-        squared += float(np.vdot(d, d))
-    mse255 = squared / original.size
+    strips = [(original[y : y + strip], rebuilt[y : y + strip]) for y in range(0, h, strip)]
+    mse255 = sum(mean_squared_error(a, b) * a.size for a, b in strips) / original.size
     side = min(h, w)
     win = min(7, side if side % 2 else side - 1)
     ssim = float("nan")
@@ -275,10 +261,10 @@ def run(
     model, summary = load(model_path, summary_path)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given = model_input(clean, image_id, task)
-    plan = plan_for(clean, summary, tile, margin, mode)
+    plan_of = functools.partial(plan_for, summary=summary, tile=tile, margin=margin, mode=mode)
+    plan = plan_of(clean)
     started = time.perf_counter()
     if ensemble:
-        plan_of = lambda image: plan_for(image, summary, tile, margin, mode)  # noqa: E731
         rebuilt = to_uint8(self_ensemble(model, given, plan_of, batch_size))
     else:
         rebuilt = to_uint8(reconstruct(model, given, plan, batch_size))

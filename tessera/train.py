@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from tessera import TesseraError, backend, models, noise
+from tessera.images import DIHEDRAL, dihedral
 
-DIHEDRAL = 8  # the identity, three quarter turns, and each of them mirrored
 COLLAPSE_RATIO = 0.2  # outputs with less than this share of the targets' contrast have gone flat
 
 
@@ -28,8 +28,7 @@ def augment(batch, rng):
     for k in range(DIHEDRAL):
         idx = np.flatnonzero(kinds == k)
         if len(idx):
-            part = np.rot90(batch[idx], k % 4, axes=(1, 2))
-            out[idx] = part[:, :, ::-1] if k >= 4 else part
+            out[idx] = dihedral(batch[idx], k, axes=(1, 2))
     return out
 
 

@@ -149,3 +149,12 @@ def test_an_unreadable_subfolder_is_listed(tmp_path):
     assert listing.returncode == 0, listing.stderr
     found = json.loads(listing.stdout)
     assert found["a.png"] is None and "cannot be read" in found["locked"]
+
+
+def test_dihedral_turns_are_undone_exactly():
+    image = np.random.default_rng(0).integers(0, 256, (5, 9, 3), dtype=np.uint8)
+    for k in range(8):
+        turned = images.dihedral(image, k)
+        assert turned.shape[:2] in (image.shape[:2], image.shape[1::-1])
+        assert np.array_equal(images.undo_dihedral(turned, k), image)
+    assert len({images.dihedral(image, k).tobytes() for k in range(8)}) == 8
