@@ -28,14 +28,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "resources" / "sample_images"
-TINY = """
-images: {images}
-patches: {{size: 16, stride: 16, max_per_image: 8}}
-split: {{val_fraction: 0.3, seed: 0}}
-train: {{epochs: 1, batch_size: 64, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 32}}
-"""
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import snakemake_command, tiny_config  # noqa: E402
+
 ONE_RULE = """
 rule all:
     input:
@@ -62,11 +58,6 @@ def make_images(folder, n, size=32):
         Image.fromarray(photo[y : y + size, x : x + size]).save(folder / f"img{i:04d}.png")
 
 
-def command(workdir, *args, snakefile=REPO / "Snakefile"):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir)]
-    return cmd + ["--cores", "2", *args]
-
-
 def run(cmd, check=True):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -89,10 +80,16 @@ def prepare(work, n):
         print(f"reusing the finished run in {work}")
         return config
     make_images(work / "images", n)
-    config.write_text(TINY.format(images=f"'{work / 'images'}'"))
+    tiny_config(
+        config,
+        work / "images",
+        patches={"stride": 16, "max_per_image": 8},
+        train={"batch_size": 64},
+        report={"thumbnail": 32},
+    )
     print(f"running the workflow once on {n} images in {work} (several minutes on 2 cores)")
     start = time.perf_counter()
-    run(command(work, "--configfile", str(config)))
+    run(snakemake_command(work, "--configfile", str(config)))
     print(f"  done in {time.perf_counter() - start:.0f} s")
     return config
 
@@ -142,13 +139,15 @@ def main():
         work = Path(tmp)
     try:
         config = prepare(work, args.images)
-        times, out = timed(command(work, "--configfile", str(config), "-n"), args.repeat)
+        times, out = timed(snakemake_command(work, "--configfile", str(config), "-n"), args.repeat)
         if "Nothing to be done" not in out:
             sys.exit(f"the workflow is not up to date:\n{out[-3000:]}")
         with tempfile.TemporaryDirectory() as empty:
             (Path(empty) / "Snakefile").write_text(ONE_RULE)
-            run(command(empty, snakefile=Path(empty) / "Snakefile"))
-            base, _ = timed(command(empty, "-n", snakefile=Path(empty) / "Snakefile"), args.repeat)
+            run(snakemake_command(empty, snakefile=Path(empty) / "Snakefile"))
+            base, _ = timed(
+                snakemake_command(empty, "-n", snakefile=Path(empty) / "Snakefile"), args.repeat
+            )
 
         n = len(list((work / "images").iterdir()))
         best, median, floor = min(times), statistics.median(times), min(base)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from tests.conftest import sample, tiny_config  # noqa: E402
+from tests.conftest import sample, snakemake_command, tiny_config  # noqa: E402
 from tests.slurm import cluster  # noqa: E402
 
 CROPS = [("astronaut.png", (150, 40, 246, 136)), ("coffee.png", (200, 100, 312, 180))]
@@ -77,10 +77,12 @@ def main():
                 per_rule[rule] = per_rule.get(rule, 0) + 1
             print(f"{name:36} {run.wall_s:7.0f} {len(run.job_ids):5d} {busy:10d}  {per_rule}")
         work = workdir(base / "local", args.images)
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(work)]
+        cmd = snakemake_command(
+            work, "--configfile", str(work / "tiny.yaml"), snakefile=repo / "Snakefile"
+        )
         t0 = time.monotonic()
         subprocess.run(
-            [*cmd, "--configfile", str(work / "tiny.yaml"), "--cores", "2"],
+            cmd,
             check=True,
             cwd=work,
             capture_output=True,

@@ -1,10 +1,10 @@
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,20 +19,23 @@ def sample(name, box=None):
     return np.asarray(im.crop(box) if box else im)
 
 
-# The config of the quick workflow runs: tiny patches and tiles, one epoch. `images` takes a path
-# written with json.dumps, which YAML reads back whatever characters the path holds.
-TINY = """
-images: {images}
-patches: {{size: 16, stride: 8}}
-split: {{val_fraction: 0.34, seed: 0}}
-train: {{epochs: 1, batch_size: 32, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 64}}
-"""
+# The config of the quick workflow runs: tiny patches and tiles, one epoch.
+TINY = {
+    "patches": {"size": 16, "stride": 8},
+    "split": {"val_fraction": 0.34, "seed": 0},
+    "train": {"epochs": 1, "batch_size": 32, "threads": 2},
+    "reconstruct": {"tile": 32, "batch_size": 4, "threads": 1},
+    "report": {"thumbnail": 64},
+}
 
 
-def tiny_config(path, images):
-    path.write_text(TINY.format(images=json.dumps(str(images))))
+def tiny_config(path, images, **changes):
+    """Write the tiny config for an image folder to path; each change replaces keys of a section
+    (or sets a top-level value)."""
+    config = {"images": str(images), **TINY}
+    for key, change in changes.items():
+        config[key] = {**config[key], **change} if isinstance(change, dict) else change
+    path.write_text(yaml.safe_dump(config))
     return path
 
 

@@ -16,17 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from tests.conftest import sample, snakemake
+from tests.conftest import sample, snakemake, tiny_config
 
-TINY = """
-images: {images}
-max_megapixels: 0.05
-patches: {{size: 16, stride: 8, max_per_image: 150}}
-split: {{val_fraction: 0.3, seed: 0}}
-train: {{epochs: 1, batch_size: 32, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 48}}
-"""
+# Small patch budget, and a megapixel limit that the test's "huge" image exceeds.
+TINY = dict(
+    max_megapixels=0.05,
+    patches={"max_per_image": 150},
+    split={"val_fraction": 0.3},
+    report={"thumbnail": 48},
+)
 
 # Were any file name run through a shell, this command would leave a file behind.
 METACHARS = "a;b $(touch CANARY) `touch CANARY` {y} 'q' *.png"
@@ -108,7 +106,7 @@ def mixed(tmp_path_factory):
     folder.mkdir()
     shown = make_good(folder)
     make_bad(folder)
-    (work / "tiny.yaml").write_text(TINY.format(images=json.dumps(str(folder))))
+    tiny_config(work / "tiny.yaml", folder, **TINY)
     proc = snakemake(work, "--configfile", str(work / "tiny.yaml"))
     return work, folder, shown, proc
 
@@ -284,7 +282,7 @@ def one_error_line(proc, prefix="tessera: error: "):
 
 
 def dry_run(work, folder, *config):
-    (work / "tiny.yaml").write_text(TINY.format(images=json.dumps(str(folder))))
+    tiny_config(work / "tiny.yaml", folder, **TINY)
     return snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"), *config, check=False)
 
 
@@ -316,7 +314,7 @@ def test_a_folder_with_no_usable_image_stops_with_one_line(tmp_path):
     folder.mkdir()
     make_bad(folder)
     Image.new("RGB", (10, 10)).save(folder / "small.png")  # smaller than one 16x16 patch
-    (tmp_path / "tiny.yaml").write_text(TINY.format(images=json.dumps(str(folder))))
+    tiny_config(tmp_path / "tiny.yaml", folder, **TINY)
     proc = snakemake(tmp_path, "--configfile", str(tmp_path / "tiny.yaml"), check=False)
     line = one_error_line(proc, prefix="tessera split: error: ")
     assert line.startswith("no usable image") and "add at least two readable images" in line

@@ -23,19 +23,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, sample, snakemake, snakemake_command
+from tests.conftest import REPO, sample, snakemake, snakemake_command, tiny_config
 
 # Twelve epochs of about 900 patches (a few seconds): training goes on long enough after its first
 # epoch for the interruption to land in the middle of it.
 EPOCHS = 12
-TINY = f"""
-images: images
-patches: {{size: 16, stride: 4}}
-split: {{val_fraction: 0.34, seed: 0}}
-train: {{epochs: {EPOCHS}, batch_size: 32, threads: 2}}
-reconstruct: {{tile: 32, batch_size: 4, threads: 1}}
-report: {{thumbnail: 64}}
-"""
 CROPS = {
     "astronaut.png": ("astronaut.png", (150, 40, 246, 136)),
     "coffee.png": ("coffee.png", (200, 100, 312, 180)),
@@ -124,7 +116,12 @@ def run(tmp_path_factory):
     (work / "images").mkdir()
     for name in FIRST:
         add_image(work / "images", name)
-    (work / "tiny.yaml").write_text(TINY)
+    tiny_config(
+        work / "tiny.yaml",
+        "images",
+        patches={"stride": 4},
+        train={"epochs": EPOCHS},
+    )
 
     interrupted = interrupt_after_first_epoch(work)
     after = mtimes(work)
