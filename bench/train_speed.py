@@ -4,6 +4,7 @@ The bare fit (no augmentation, arrays already float) is the ceiling Keras gives;
 includes uint8 -> float conversion, shuffling and flip/turn augmentation on the fly.
 
     python bench/train_speed.py [--presets compact seed] [--epochs 3] [--batch 64]
+                                [--precision mixed_bfloat16]
 """
 
 import argparse
@@ -38,13 +39,15 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--patches", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--precision", default="float32", help="a Keras dtype policy")
     args = ap.parse_args()
     import keras
 
     backend.configure(args.threads)
+    keras.config.set_dtype_policy(args.precision)
     data = dataset(32, args.patches)
     print(
-        f"{keras.config.backend()} on {backend.devices()}, {len(data)} patches of 32x32, batch {args.batch}"
+        f"{keras.config.backend()} on {backend.devices()}, {len(data)} patches of 32x32, batch {args.batch}, {args.precision}"
     )
     print(f"{'preset':10} {'bare fit':>12} {'tessera':>12} {'ratio':>7}")
     for name in args.presets:
