@@ -4,7 +4,9 @@ Keras is imported inside the builders so that the Snakefile can read the registr
 declared down-sampling) at parse time without starting a deep-learning framework.
 """
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -133,8 +135,127 @@ def size_multiple(model, largest=64):
     )
 
 
-def receptive_radius(model, trials=3, seed=0):
-    """How far (in pixels) an input pixel can reach in the output, measured by impulse responses.
+# Layers that act on each pixel alone (channels only): they neither widen nor shift the reach.
+_PER_PIXEL = {
+    "InputLayer", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dense",
+    "BatchNormalization", "LayerNormalization", "Dropout", "SpatialDropout2D", "GaussianNoise",
+    "GaussianDropout", "Rescaling", "Identity",
+}  # fmt: skip
+_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """What one pixel of a tensor depends on, along one image axis.
+
+    The tensor's pixel q covers image pixels q*step .. q*step + step - 1 (step < 1 after
+    up-sampling) and depends on image pixels q*step + lo .. q*step + step - 1 + hi.
+    """
+
+    step: Fraction = Fraction(1)
+    lo: Fraction = Fraction(0)
+    hi: Fraction = Fraction(0)
+
+    def window(self, k, s, before):
+        # a kernel of k taps with stride s, its first tap `before` pixels before the output pixel
+        return _Reach(
+            self.step * s, self.lo - before * self.step, self.hi + (k - before - s) * self.step
+        )
+
+    def transposed(self, k, s, crop):
+        step = self.step / s
+        return _Reach(
+            step, self.lo + (crop - k + 1) * step, self.hi + crop * step + self.step - step
+        )
+
+    def shifted(self, by):
+        return _Reach(self.step, self.lo + by * self.step, self.hi + by * self.step)
+
+
+def _same_before(k, s):
+    # TensorFlow-style "same" padding on a side that is a multiple of the stride (size_multiple
+    # makes it so): the smaller half of the padding goes first.
+    return max(k - s, 0) // 2
+
+
+def _layer_reach(layer, reach, axis):
+    """The reach after one layer, from its configuration; None for a layer this cannot read."""
+    kind = type(layer).__name__
+    if kind in _PER_PIXEL:
+        axis_of = layer.get_config().get("axis", -1)
+        return reach if axis_of in (-1, 3, [-1], [3]) else None
+    c = layer.get_config()
+    if kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"):
+        k = c.get("kernel_size", c.get("pool_size"))[axis]
+        s = (c.get("strides") or c.get("pool_size"))[axis]
+        d = c.get("dilation_rate", (1, 1))[axis]
+        span = (k - 1) * d + 1
+        before = _same_before(span, s) if c["padding"] == "same" else 0
+        return reach.window(span, s, before) if c["padding"] in ("same", "valid") else None
+    if kind == "Conv2DTranspose":
+        k, s = c["kernel_size"][axis], c["strides"][axis]
+        if c.get("dilation_rate", (1, 1))[axis] != 1 or c.get("output_padding") is not None:
+            return None
+        return reach.transposed(k, s, _same_before(k, s) if c["padding"] == "same" else 0)
+    if kind == "Cropping2D":
+        return reach.shifted(c["cropping"][axis][0])
+    if kind == "ZeroPadding2D":
+        return reach.shifted(-c["padding"][axis][0])
+    if kind == "UpSampling2D" and c["interpolation"] == "nearest":
+        s = c["size"][axis]
+        return _Reach(
+            reach.step / s, reach.lo - (s - 1) * reach.step / s, reach.hi + reach.step * (s - 1) / s
+        )
+    return None
+
+
+def layer_radius(model):
+    """The receptive radius read from the layers' configuration (kernel sizes, strides, dilations,
+    padding, cropping) by walking the model's graph: exact integer arithmetic, so no kernel
+    library's rounding can change it. None when the model has a layer this does not know."""
+
+    def walk(tensor, axis, seen):
+        if id(tensor) in seen:
+            return seen[id(tensor)]
+        layer, node_index, _ = tensor._keras_history
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        if not inputs:  # the model's input
+            result = _Reach()
+        else:
+            reaches = [walk(t, axis, seen) for t in inputs]
+            if None in reaches:
+                result = None
+            elif len(reaches) > 1:
+                steps = {r.step for r in reaches}
+                ok = type(layer).__name__ in _MERGES and len(steps) == 1
+                lo, hi = min(r.lo for r in reaches), max(r.hi for r in reaches)
+                result = _Reach(steps.pop(), lo, hi) if ok else None
+            else:
+                result = _layer_reach(layer, reaches[0], axis)
+        seen[id(tensor)] = result
+        return result
+
+    radius = 0
+    for axis in (0, 1):
+        reach = walk(model.outputs[0], axis, {})
+        if reach is None or reach.step != 1 or len(model.outputs) != 1:
+            return None
+        radius = max(radius, math.ceil(-reach.lo), math.ceil(reach.hi))
+    return radius
+
+
+# An output pixel counts as reached when the impulse changes it by more than this share of the
+# output's scale. Kernel libraries that sum in another order (oneDNN on CPUs with and without
+# AVX-512, GPUs) differ by a few units in the last place of float32, about 1e-7 of the output's
+# scale, everywhere; the weakest real response at the edge of a preset's reach is about 5e-4 of
+# it. 1e-5 sits about fifty times away from both.
+PROBE_RTOL = 1e-5
+PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB at most
+
+
+def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL):
+    """The receptive radius measured by impulse responses: for models whose layers
+    layer_radius cannot read, and as a check of it.
 
     Each probe compares the model's output on a random image with the output after changing one
     pixel; the radius is the furthest output change seen over several backgrounds and over every
@@ -142,30 +263,44 @@ def receptive_radius(model, trials=3, seed=0):
     """
     m = size_multiple(model)
     rng = np.random.default_rng(seed)
+    offsets = [(dy, dx) for dy in range(m) for dx in range(m)]
     size = 32
-    while True:
+    while size <= max_side:
         size = -(-size // m) * m
         c = size // 2
         base = rng.random((trials, size, size, 3), dtype=np.float32)
-        offsets = [(dy, dx) for dy in range(m) for dx in range(m)]
-        probes = np.repeat(base, len(offsets), axis=0)
-        centres = []
-        for t in range(trials):
-            for k, (dy, dx) in enumerate(offsets):
-                y, x = c + dy, c + dx
-                probes[t * len(offsets) + k, y, x, :] += 1.0
-                centres.append((y, x))
-        out_base = np.asarray(model.predict(base, verbose=0, batch_size=8))
-        out = np.asarray(model.predict(probes, verbose=0, batch_size=8))
-        changed = np.abs(out - np.repeat(out_base, len(offsets), axis=0)).max(axis=3) > 0
+        out_base = np.asarray(model.predict(base, verbose=0, batch_size=trials))
+        floor = rtol * max(float(np.abs(out_base).max()), 1e-12)
         radius = 0
-        for (y, x), mask in zip(centres, changed):
-            ys, xs = np.nonzero(mask)
-            if len(ys):
-                radius = max(radius, int(np.abs(ys - y).max()), int(np.abs(xs - x).max()))
+        for t in range(trials):
+            # a few probes per call, so memory stays that of a few probe-sized images
+            for start in range(0, len(offsets), 8):
+                chunk = offsets[start : start + 8]
+                probes = np.repeat(base[t : t + 1], len(chunk), axis=0)
+                for k, (dy, dx) in enumerate(chunk):
+                    probes[k, c + dy, c + dx, :] += 1.0
+                out = np.asarray(model.predict_on_batch(probes))
+                changed = np.abs(out - out_base[t]).max(axis=3) > floor
+                for (dy, dx), mask in zip(chunk, changed):
+                    ys, xs = np.nonzero(mask)
+                    if len(ys):
+                        reach = max(np.abs(ys - c - dy).max(), np.abs(xs - c - dx).max())
+                        radius = max(radius, int(reach))
         if radius < c - m:  # the response stayed inside the probe: measured, not cut off
             return radius
         size *= 2
+    raise TesseraError(
+        f"model '{model.name}': its receptive radius could not be measured within "
+        f"{max_side}x{max_side} probes: an impulse still changes the output at their edge, so "
+        f"the model reaches further than {max_side // 2 - 1} pixels, or is not translation-invariant"
+    )
+
+
+def receptive_radius(model):
+    """How far (in pixels) an input pixel can reach in the output: from the layers' configuration
+    where every layer is known, else measured."""
+    radius = layer_radius(model)
+    return probe_radius(model) if radius is None else radius
 
 
 def latent_values_per_pixel(model, side=64):
