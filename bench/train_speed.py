@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from tessera import backend, models, patches, train  # noqa: E402
+from tessera import backend, models, patches  # noqa: E402
+from tessera.batches import Batches  # noqa: E402
 from tessera.images import load_image  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "sample_images"
@@ -39,17 +40,23 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--patches", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--precision", default="float32", help="a Keras dtype policy")
+    ap.add_argument(
+        "--precision", default="float32", help="a Keras dtype policy, or auto as train.precision"
+    )
     args = ap.parse_args()
     import keras
 
     backend.configure(args.threads)
-    keras.config.set_dtype_policy(args.precision)
+    policy, why = backend.precision(args.precision)
+    keras.config.set_dtype_policy(policy)
     data = dataset(32, args.patches)
+    cpu = backend.cpu()
+    machine = f"{cpu['model']} [{' '.join(cpu['flags']) or 'no AVX2'}]"
     print(
-        f"{keras.config.backend()} on {backend.devices()}, {len(data)} patches of 32x32, batch {args.batch}, {args.precision}"
+        f"{keras.config.backend()} on {backend.devices()}, {len(data)} patches of 32x32, "
+        f"batch {args.batch}, {policy} ({why})\nCPU: {machine}"
     )
-    print(f"{'preset':10} {'bare fit':>12} {'tessera':>12} {'ratio':>7}")
+    print(f"{'preset':10} {'bare fit':>12} {'tessera':>12} {'ratio':>7}  {'precision':15} cpu")
     for name in args.presets:
         rates = {}
         for kind in ("bare", "tessera"):
@@ -60,11 +67,12 @@ def main():
                 x = data.astype(np.float32) / 255
                 rate = _bare(model, x, args)
             else:
-                batches = train.make_batches(data, args.batch, seed=0, augment_on=True)
+                batches = Batches(data, args.batch, seed=0, augment_on=True)
                 rate = _run(model, batches, args, None)
             rates[kind] = rate
         print(
-            f"{name:10} {rates['bare']:12.0f} {rates['tessera']:12.0f} {rates['tessera'] / rates['bare']:7.3f}"
+            f"{name:10} {rates['bare']:12.0f} {rates['tessera']:12.0f} "
+            f"{rates['tessera'] / rates['bare']:7.3f}  {policy:15} {machine}"
         )
 
 

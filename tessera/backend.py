@@ -77,3 +77,79 @@ def versions():
     except ImportError:
         pass
     return out
+
+
+# CPU flags that matter for speed: which vector units the kernel libraries can use.
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name and which of VECTOR_FLAGS it has (empty where /proc is missing)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in VECTOR_FLAGS if f in flags]}
+
+
+def gpu_capability():
+    """The first GPU's CUDA compute capability as (major, minor), or None without one."""
+    gpus = devices("gpu")
+    if not gpus:
+        return None
+    try:
+        if name() == "jax":
+            import jax
+
+            cc = jax.devices("gpu")[0].compute_capability
+            return tuple(int(p) for p in str(cc).split(".")[:2])
+        if name() == "tensorflow":
+            import tensorflow as tf
+
+            details = tf.config.experimental.get_device_details(
+                tf.config.list_physical_devices("GPU")[0]
+            )
+            return tuple(details["compute_capability"])
+        if name() == "torch":
+            import torch
+
+            return tuple(torch.cuda.get_device_capability(0))
+    except Exception:  # a GPU that does not say: treat it as one without bfloat16
+        return (0, 0)
+    return (0, 0)
+
+
+def choose_precision(requested, gpu_cc, cpu_flags):
+    """The Keras dtype policy for train.precision, and why, in words.
+
+    "auto" picks mixed_bfloat16 only where the hardware computes bfloat16 natively: an NVIDIA GPU
+    of compute capability 8.0 or more (Ampere and later), or a CPU with AVX512_BF16 or AMX.
+    Elsewhere bfloat16 is emulated and several times slower than float32.
+    """
+    if requested != "auto":
+        return requested, "set by train.precision"
+    if gpu_cc is not None:
+        cc = ".".join(map(str, gpu_cc))
+        if gpu_cc >= (8, 0):
+            return "mixed_bfloat16", f"auto: the GPU computes bfloat16 natively (capability {cc})"
+        return "float32", f"auto: the GPU has no native bfloat16 (capability {cc}, under 8.0)"
+    native = [f for f in BFLOAT16_FLAGS if f in cpu_flags]
+    if native:
+        return "mixed_bfloat16", f"auto: the CPU computes bfloat16 natively ({', '.join(native)})"
+    return "float32", "auto: the CPU has no AVX512_BF16 or AMX, so bfloat16 would be emulated"
+
+
+def precision(requested):
+    """choose_precision for this machine and backend."""
+    return choose_precision(requested, gpu_capability(), cpu()["flags"])

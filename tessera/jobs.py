@@ -2,12 +2,22 @@
 
 import contextlib
 import os
+import signal
 import sys
 import traceback
 
 from tessera import TesseraError
 
 _terminal = sys.stderr
+
+
+class Terminated(BaseException):
+    """SIGTERM: what SLURM sends at a job's time limit (SIGKILL follows), and what scancel sends.
+    A BaseException, so that no library's `except Exception` swallows it."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 @contextlib.contextmanager
@@ -21,6 +31,7 @@ def job(log_path, stage):
     """
     global _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGTERM, _terminate)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -36,6 +47,12 @@ def job(log_path, stage):
             _fail(f"tessera {stage}: error: {e}")
         except KeyboardInterrupt:
             _fail(f"tessera {stage}: interrupted; run the same command again to carry on", 130)
+        except Terminated:
+            _fail(
+                f"tessera {stage}: stopped by SIGTERM (a time limit, or scancel); run the same "
+                "command again to carry on",
+                143,
+            )
         except Exception as e:
             traceback.print_exc()
             _fail(f"tessera {stage}: unexpected {type(e).__name__}: {e} (traceback in {log_path})")

@@ -6,115 +6,42 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from tessera import TesseraError, backend, models, noise
-from tessera.images import DIHEDRAL, dihedral
+from tessera.batches import Batches, make_pair
 
 COLLAPSE_RATIO = 0.2  # outputs with less than this share of the targets' contrast have gone flat
 
 
-def augment(batch, rng):
-    """Apply one random flip / quarter-turn per patch to a (N, H, W, C) batch.
-
-    Callers build the target from the augmented batch (or pass input and target stacked on the
-    channel axis), so input and target always get the same transform: the blog post's bug was to
-    transform them independently.
-    """
-    kinds = rng.integers(0, DIHEDRAL, len(batch))
-    out = np.empty_like(batch)
-    for k in range(DIHEDRAL):
-        idx = np.flatnonzero(kinds == k)
-        if len(idx):
-            out[idx] = dihedral(batch[idx], k, axes=(1, 2))
-    return out
-
-
-def make_pair(clean, task, rng):
-    """(model input, target) in [0, 1] for a uint8 batch: noise goes on the input only."""
-    target = clean.astype(np.float32) / np.float32(255)
-    if task["kind"] != "denoise":
-        return target, target
-    return noise.add(clean, task, rng).astype(np.float32) / np.float32(255), target
-
-
-def make_batches(
-    patches, batch_size, seed, augment_on, task=None, first_epoch=0, drop_remainder=False
-):
-    """A Keras PyDataset of (input, target) float batches from uint8 patches.
-
-    Shuffling, augmentation and training noise are drawn from (seed, epoch, batch), so every epoch
-    sees new noise and a resumed run continues where the interrupted one would have gone. With
-    drop_remainder every batch is whole (data-parallel training splits each one evenly).
-    """
-    import keras
-
-    task = task or {"kind": "reconstruct"}
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
-            self.epoch = first_epoch - 1
-            self.on_epoch_end()
-
-        def __len__(self):
-            if drop_remainder:
-                return max(1, len(patches) // batch_size)
-            return -(-len(patches) // batch_size)
-
-        def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            rng = np.random.default_rng([seed, self.epoch, i])
-            batch = augment(patches[idx], rng) if augment_on else patches[idx]
-            return make_pair(batch, task, rng)
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(patches))
-
-    return Batches()
-
-
-def _callback(**hooks):
-    """A Keras callback from plain functions, e.g. _callback(on_epoch_end=f)."""
-    import keras
-
-    return type("Hooks", (keras.callbacks.Callback,), hooks)()
-
-
-class _Clock:
-    """Measures training throughput and enforces the wall-clock budget."""
+class Clock(keras.callbacks.Callback):
+    """Measures training throughput and stops after the epoch whose successor would overrun the
+    wall-clock budget (minutes; None for none)."""
 
     def __init__(self, n, minutes):
+        super().__init__()
         self.n, self.minutes = n, minutes
         self.seconds, self.started, self.began, self.done, self.stopped_at = [], 0, None, 0, None
 
-    def callbacks(self):
-        def on_train_begin(cb, logs=None):
-            self.began = time.perf_counter()
+    def on_train_begin(self, logs=None):
+        self.began = time.perf_counter()
 
-        def on_epoch_begin(cb, epoch, logs=None):
-            self.started = time.perf_counter()
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
-        def on_test_begin(cb, logs=None):
-            self.seconds.append(time.perf_counter() - self.started)
+    def on_test_begin(self, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
 
-        def on_epoch_end(cb, epoch, logs=None):
-            self.done += 1
-            elapsed = time.perf_counter() - self.began
-            # stop after the epoch whose successor would overrun the budget
-            if self.minutes and elapsed * (self.done + 1) / self.done > self.minutes * 60:
-                cb.model.stop_training = True
-                self.stopped_at = epoch + 1
-
-        return _callback(
-            on_train_begin=on_train_begin,
-            on_epoch_begin=on_epoch_begin,
-            on_test_begin=on_test_begin,
-            on_epoch_end=on_epoch_end,
-        )
+    def on_epoch_end(self, epoch, logs=None):
+        self.done += 1
+        elapsed = time.perf_counter() - self.began
+        if self.minutes and elapsed * (self.done + 1) / self.done > self.minutes * 60:
+            self.model.stop_training = True
+            self.stopped_at = epoch + 1
 
     def elapsed_fraction(self):
         if not self.minutes or self.began is None:
@@ -127,28 +54,30 @@ class _Clock:
         return round(self.n * len(steady) / sum(steady), 1) if steady else None
 
 
-def _cosine(lr0, total_steps, first_step, clock):
-    """Cosine decay of the learning rate over the epochs, or over the time budget if that ends first."""
-    state = {"step": first_step}
+class CosineSchedule(keras.callbacks.Callback):
+    """Cosine decay of the learning rate over the epochs, or over the time budget if that ends
+    first (a Keras schedule knows only steps, not the clock)."""
 
-    def on_train_batch_begin(cb, batch, logs=None):
-        progress = min(1.0, max(state["step"] / total_steps, clock.elapsed_fraction()))
-        cb.model.optimizer.learning_rate.assign(lr0 * 0.5 * (1 + math.cos(math.pi * progress)))
-        state["step"] += 1
+    def __init__(self, lr0, total_steps, first_step, clock):
+        super().__init__()
+        self.lr0, self.total, self.step, self.clock = lr0, total_steps, first_step, clock
 
-    return _callback(on_train_batch_begin=on_train_batch_begin)
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = min(1.0, max(self.step / self.total, self.clock.elapsed_fraction()))
+        self.model.optimizer.learning_rate.assign(
+            self.lr0 * 0.5 * (1 + math.cos(math.pi * progress))
+        )
+        self.step += 1
 
 
 def _optimizer(name, learning_rate):
-    import keras
-
     table = {
         "adam": keras.optimizers.Adam,
         "rmsprop": keras.optimizers.RMSprop,
         "sgd": keras.optimizers.SGD,
         "adagrad": keras.optimizers.Adagrad,
     }
-    return table[name](learning_rate=learning_rate)
+    return table[name](learning_rate=float(learning_rate))  # Keras refuses an int such as 0
 
 
 def resume_key(settings, *files):
@@ -165,19 +94,29 @@ def _loss(name, a, b):
     return float(np.mean(d * d) if name == "mse" else np.mean(np.abs(d)))
 
 
-def quality_flags(model, val_in, val_target, train_x, settings, task):
-    """Checks a user should see: outputs gone flat, or no better than the trivial answers."""
-    pred = np.asarray(model.predict(val_in, batch_size=256, verbose=0), dtype=np.float32)
-    model_loss = _loss(settings["loss"], pred, val_target)
-    out_std = float(pred.std(axis=(1, 2)).mean())
-    ref_std = float(val_target.std(axis=(1, 2)).mean())
-    mean_patch = train_x.mean(axis=0, dtype=np.float64) / 255
+def quality_flags(model, batches, loss, task):
+    """Checks a user should see: outputs gone flat, or no better than the trivial answers.
+
+    batches yields (model input, target) pairs; the figures are means over all of them, so the
+    validation set is never held as floats at once.
+    """
+    sums = {"model": 0.0, "mean_colour": 0.0, "noisy_input": 0.0, "out_std": 0.0, "ref_std": 0.0}
+    n = 0
+    for x, y in batches:
+        pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+        # the trivial answer: each patch's own mean colour (of what the model is given)
+        flat = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), y.shape)
+        sums["model"] += _loss(loss, pred, y) * len(x)
+        sums["mean_colour"] += _loss(loss, flat, y) * len(x)
+        sums["noisy_input"] += _loss(loss, x, y) * len(x)
+        sums["out_std"] += float(pred.std(axis=(1, 2)).mean()) * len(x)
+        sums["ref_std"] += float(y.std(axis=(1, 2)).mean()) * len(x)
+        n += len(x)
+    mean = {k: v / n for k, v in sums.items()}
     figures = {
-        "val_loss_model": model_loss,
-        "val_loss_mean_patch": _loss(
-            settings["loss"], np.broadcast_to(mean_patch, val_target.shape), val_target
-        ),
-        "val_contrast_ratio": round(out_std / max(ref_std, 1e-6), 4),
+        "val_loss_model": mean["model"],
+        "val_loss_mean_colour": mean["mean_colour"],
+        "val_contrast_ratio": round(mean["out_std"] / max(mean["ref_std"], 1e-6), 4),
     }
     flags = []
     if figures["val_contrast_ratio"] < COLLAPSE_RATIO:
@@ -186,27 +125,31 @@ def quality_flags(model, val_in, val_target, train_x, settings, task):
             "contrast on the validation patches (the 'flat gray' failure); train longer or lower "
             "train.learning_rate"
         )
-    if model_loss >= figures["val_loss_mean_patch"]:
+    if mean["model"] >= mean["mean_colour"]:
         flags.append(
-            f"no better than predicting the mean training patch (validation loss {model_loss:.5f} "
-            f"vs {figures['val_loss_mean_patch']:.5f}); train longer or pick another preset"
+            "no better than predicting each patch's own mean colour (validation loss "
+            f"{mean['model']:.5f} vs {mean['mean_colour']:.5f}); train longer or pick another "
+            "preset"
         )
     if task["kind"] == "denoise":
-        figures["val_loss_noisy_input"] = _loss(settings["loss"], val_in, val_target)
-        if model_loss >= figures["val_loss_noisy_input"]:
+        figures["val_loss_noisy_input"] = mean["noisy_input"]
+        if mean["model"] >= mean["noisy_input"]:
             flags.append(
-                f"no better than the noisy input itself (validation loss {model_loss:.5f} vs "
-                f"{figures['val_loss_noisy_input']:.5f})"
+                f"no better than the noisy input itself (validation loss {mean['model']:.5f} vs "
+                f"{mean['noisy_input']:.5f})"
             )
     return figures, flags
+
+
+def _in_batches(x, y, size=256):
+    for start in range(0, len(x), size):
+        yield x[start : start + size], y[start : start + size]
 
 
 def _strategy(settings, log):
     """The distribution over train.gpus devices: Keras DataParallel on JAX, MirroredStrategy on
     TensorFlow. Returns a context manager to build and compile the model in, and the devices."""
     import contextlib
-
-    import keras
 
     wanted = settings.get("gpus", 1)
     gpus = backend.devices("gpu")
@@ -262,6 +205,98 @@ def check_gpu(settings, log):
         )
 
 
+@dataclass
+class Resume:
+    """Where an interrupted run's backup and history live, and the epoch it can resume after."""
+
+    folder: Path
+    after_epoch: int
+
+    @property
+    def backup(self):
+        return self.folder / "backup"
+
+    @property
+    def history(self):
+        return self.folder / "history.tsv"
+
+
+def resume_state(resume_root, settings, task, *inputs):
+    """The backup of an earlier, interrupted run of the same settings on the same data, or a clean
+    folder for this run's."""
+    key = resume_key({"settings": settings, "task": task}, *inputs)
+    folder = Path(resume_root) / key
+    after = _restorable_epoch(folder / "backup") or 0
+    if not after and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _truncate_history(folder / "history.tsv", after)
+    return Resume(folder, after)
+
+
+def compiled_model(settings, log):
+    """The preset built and compiled under the distribution over train.gpus devices, its
+    description, and the devices used."""
+    # The starting weights come from the seed alone, whatever devices the training is spread on.
+    reference = models.build(settings["preset"])
+    info = models.describe(reference)
+    scope, used = _strategy(settings, log)
+    with scope:
+        model = models.build(settings["preset"])
+        model.set_weights(reference.get_weights())
+        model.compile(
+            optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
+            loss=settings["loss"],
+        )
+    return model, info, used
+
+
+def _callbacks(settings, resume, clock, steps_per_epoch):
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(resume.backup)),
+        keras.callbacks.CSVLogger(str(resume.history), separator="\t", append=True),
+        keras.callbacks.TerminateOnNaN(),
+        clock,
+    ]
+    if settings.get("schedule") == "cosine":
+        total = settings["epochs"] * steps_per_epoch
+        first = resume.after_epoch * steps_per_epoch
+        callbacks.append(CosineSchedule(settings["learning_rate"], total, first, clock))
+    return callbacks
+
+
+def fit(model, batches, validation, settings, callbacks, resumed_from):
+    """model.fit, and one clear line if the loss diverged. Returns the wall time in seconds."""
+    started = time.perf_counter()
+    history = model.fit(
+        batches,
+        validation_data=validation,
+        epochs=settings["epochs"],
+        verbose=2,
+        callbacks=callbacks,
+    )
+    losses = history.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise TesseraError(
+            f"training diverged: the loss became {losses[-1]} in epoch "
+            f"{len(losses) + resumed_from}; the learning rate is probably too high: lower "
+            f"train.learning_rate (now {settings['learning_rate']})"
+        )
+    return time.perf_counter() - started
+
+
+def _on_one_device(model, settings, used):
+    """A data-parallel model wants batches that split evenly over its devices: for checking and
+    saving, the same weights in a model on one device."""
+    if len(used) <= 1:
+        return model
+    if keras.config.backend() == "jax":
+        keras.distribution.set_distribution(None)
+    single = models.build(settings["preset"])
+    single.set_weights(model.get_weights())
+    return single
+
+
 def train(
     train_npy,
     val_npy,
@@ -280,99 +315,48 @@ def train(
     last finished epoch; the backup lives under resume_root, outside the rule's outputs, because
     Snakemake deletes the outputs of a failed job.
     """
-    import keras
-
     task = task or {"kind": "reconstruct"}
     backend.configure(threads)
     check_gpu(settings, log)
-    if settings.get("precision", "float32") != "float32":
-        keras.config.set_dtype_policy(settings["precision"])
+    policy, why = backend.precision(settings.get("precision", "float32"))
+    keras.config.set_dtype_policy(policy)
+    log(f"precision {policy}: {why}")
     keras.utils.set_random_seed(settings["seed"])
     train_x = np.load(train_npy)
-    val_clean = np.load(val_npy)
-    val_in, val_target = make_pair(val_clean, task, noise.rng_for("validation", task))
+    val_in, val_target = make_pair(np.load(val_npy), task, noise.rng_for("validation", task))
 
-    key = resume_key({"settings": settings, "task": task}, train_npy, val_npy)
-    resume = Path(resume_root) / key
-    backup, history = resume / "backup", resume / "history.tsv"
-    resumed_from = _restorable_epoch(backup) or 0
-    if not resumed_from and resume.exists():
-        shutil.rmtree(resume)
-    resume.mkdir(parents=True, exist_ok=True)
-    _truncate_history(history, resumed_from)
-
-    # The starting weights come from the seed alone, whatever devices the training is spread on.
-    reference = models.build(settings["preset"])
-    info = models.describe(reference)
-    scope, used = _strategy(settings, log)
-    with scope:
-        model = models.build(settings["preset"])
-        model.set_weights(reference.get_weights())
-        model.compile(
-            optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
-            loss=settings["loss"],
-        )
+    resume = resume_state(resume_root, settings, task, train_npy, val_npy)
+    model, info, used = compiled_model(settings, log)
     log(
         f"preset {settings['preset']}: {info}; {len(train_x)} training and {len(val_in)} "
         f"validation patches; task {task['kind']}; devices used {used}"
     )
-    if resumed_from:
-        log(f"resuming after epoch {resumed_from} from {backup}")
+    if resume.after_epoch:
+        log(f"resuming after epoch {resume.after_epoch} from {resume.backup}")
 
-    batches = make_batches(
+    batches = Batches(
         train_x,
         settings["batch_size"],
         settings["seed"],
         settings["augment"],
         task,
-        resumed_from,
+        resume.after_epoch,
         drop_remainder=len(used) > 1,
     )
-    clock = _Clock(len(train_x), settings.get("max_minutes"))
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.CSVLogger(str(history), separator="\t", append=True),
-        keras.callbacks.TerminateOnNaN(),
-        clock.callbacks(),
-    ]
-    if settings.get("schedule") == "cosine":
-        steps = len(batches)
-        callbacks.append(
-            _cosine(
-                settings["learning_rate"], settings["epochs"] * steps, resumed_from * steps, clock
-            )
-        )
-    started = time.perf_counter()
-    fit = model.fit(
-        batches,
-        validation_data=(val_in, val_target),
-        epochs=settings["epochs"],
-        verbose=2,
-        callbacks=callbacks,
-    )
-    wall = time.perf_counter() - started
-    losses = fit.history.get("loss", [])
-    if losses and not np.isfinite(losses[-1]):
-        raise TesseraError(
-            f"training diverged: the loss became {losses[-1]} in epoch "
-            f"{len(losses) + resumed_from}; the learning rate is probably too high: lower "
-            f"train.learning_rate (now {settings['learning_rate']})"
-        )
+    clock = Clock(len(train_x), settings.get("max_minutes"))
+    callbacks = _callbacks(settings, resume, clock, len(batches))
+    wall = fit(model, batches, (val_in, val_target), settings, callbacks, resume.after_epoch)
+    if clock.stopped_at:
+        log(f"stopped after epoch {clock.stopped_at}: the next would overrun train.max_minutes")
 
     weight_copies = backend.copies(model.trainable_variables[0])
-    if len(used) > 1:
-        # Back on one device for checking and saving: a data-parallel model wants batches that
-        # split evenly over its devices.
-        if keras.config.backend() == "jax":
-            keras.distribution.set_distribution(None)
-        trained, model = model, models.build(settings["preset"])
-        model.set_weights(trained.get_weights())
-    figures, flags = quality_flags(model, val_in, val_target, train_x, settings, task)
+    model = _on_one_device(model, settings, used)
+    figures, flags = quality_flags(model, _in_batches(val_in, val_target), settings["loss"], task)
     for flag in flags:
         log(f"warning: {flag}")
     Path(out_model).parent.mkdir(parents=True, exist_ok=True)
     model.save(out_model)
-    table = _read_history(history)
+    table = _read_history(resume.history)
     table.assign(epoch=table.epoch + 1).to_csv(out_history, sep="\t", index=False)
     summary = {
         "preset": settings["preset"],
@@ -380,11 +364,13 @@ def train(
         "task": task,
         "backend": keras.config.backend(),
         "device": ", ".join(used),
+        "cpu": backend.cpu(),
         "replicas": len(used),
         "weight_copies": weight_copies,
-        "precision": settings.get("precision", "float32"),
+        "precision": policy,
+        "precision_reason": why,
         "epochs": int(len(table)),
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": resume.after_epoch,
         "stopped_by_budget": clock.stopped_at is not None,
         "train_patches": int(len(train_x)),
         "val_patches": int(len(val_in)),
@@ -398,7 +384,7 @@ def train(
         "versions": backend.versions(),
     }
     Path(out_summary).write_text(json.dumps(summary, indent=1) + "\n")
-    shutil.rmtree(resume, ignore_errors=True)
+    shutil.rmtree(resume.folder, ignore_errors=True)
     return summary
 
 

@@ -34,7 +34,7 @@ def tiny_config(path, images, **changes):
     (or sets a top-level value)."""
     config = {"images": str(images), **TINY}
     for key, change in changes.items():
-        config[key] = {**config[key], **change} if isinstance(change, dict) else change
+        config[key] = {**config.get(key, {}), **change} if isinstance(change, dict) else change
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -51,6 +51,17 @@ def tiny_images(folder):
     return folder
 
 
+def small_photos(folder, side=128):
+    """Four whole sample photographs shrunk to `side` pixels: varied enough in colour and texture
+    that a model trained on three of them must learn something to rebuild the fourth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"):
+        im = Image.open(SAMPLES / name).convert("RGB")
+        im.thumbnail((side, side))
+        im.save(folder / (Path(name).stem + ".png"))
+    return folder
+
+
 def snakemake_command(workdir, *args, snakefile=None):
     """The command line that runs the workflow (the repository's, or the copy at snakefile) in workdir."""
     snakefile = snakefile or REPO / "Snakefile"
@@ -58,10 +69,12 @@ def snakemake_command(workdir, *args, snakefile=None):
     return cmd + ["--cores", "2", *args]
 
 
-def snakemake(workdir, *args, check=True, timeout=600, snakefile=None):
-    """Run the real workflow with the repository's Snakefile in workdir; returns the CompletedProcess."""
+def snakemake(workdir, *args, check=True, timeout=600, snakefile=None, env=None):
+    """Run the real workflow with the repository's Snakefile in workdir; returns the CompletedProcess.
+    env: variables to set for this run (a Keras backend, say)."""
     cmd = snakemake_command(workdir, *args, snakefile=snakefile)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tessera import train
+from tessera import backend, train
+from tessera.batches import Batches, augment
 from tests.conftest import sample
 
 
@@ -14,7 +15,7 @@ def test_augmentation_moves_input_and_target_together():
     rng = np.random.default_rng(0)
     patches = np.stack([sample("astronaut.png", (x, 50, x + 16, 66)) for x in range(0, 320, 10)])
     pair = np.concatenate([patches, patches[..., ::-1]], axis=3)
-    out = train.augment(pair, rng)
+    out = augment(pair, rng)
     assert np.array_equal(out[..., :3], out[..., 3:][..., ::-1])
     # and the transforms really vary: all eight appear, and each output is one of its patch's eight
     seen = set()
@@ -28,7 +29,7 @@ def test_augmentation_moves_input_and_target_together():
 
 def test_batches_are_float_pairs_in_unit_range():
     patches = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
-    data = train.make_batches(patches, 4, seed=0, augment_on=True)
+    data = Batches(patches, 4, seed=0, augment_on=True)
     assert len(data) == 3
     x, y = data[0]
     assert x.dtype == np.float32 and x.shape == (4, 8, 8, 3) and np.array_equal(x, y)
@@ -93,7 +94,7 @@ DENOISE = {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "se
 
 def test_denoise_batches_put_noise_on_the_input_only_and_fresh_each_epoch():
     patches = np.stack([sample("coffee.png", (x, 100, x + 16, 116)) for x in range(0, 320, 20)])
-    data = train.make_batches(patches, 8, seed=0, augment_on=False, task=DENOISE)
+    data = Batches(patches, 8, seed=0, augment_on=False, task=DENOISE)
     x, y = data[0]
     clean = patches[np.sort(data.order[:8])].astype(np.float32) / 255
     assert np.array_equal(y, clean)
@@ -146,12 +147,62 @@ def test_a_flat_output_is_flagged():
         def call(self, x):
             return x * 0 + 0.5
 
-    flat = Flat()
     val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
     x = val.astype(np.float32) / 255
-    figures, flags = train.quality_flags(flat, x, x, val, SETTINGS, {"kind": "reconstruct"})
+    figures, flags = train.quality_flags(Flat(), [(x, x)], "mse", {"kind": "reconstruct"})
     assert figures["val_contrast_ratio"] < 0.01
     assert any(f.startswith("collapsed") for f in flags)
+
+
+def test_predicting_each_patchs_mean_colour_is_flagged_and_doing_better_is_not():
+    import keras
+
+    class MeanColour(keras.Model):
+        def call(self, x):
+            return x * 0 + keras.ops.mean(x, axis=(1, 2), keepdims=True)
+
+    class Sharper(keras.Model):  # halfway between the mean colour and the truth
+        def call(self, x):
+            return 0.5 * x + 0.5 * keras.ops.mean(x, axis=(1, 2), keepdims=True)
+
+    val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
+    x = val.astype(np.float32) / 255
+    task = {"kind": "reconstruct"}
+    # in two batches, as training gives them
+    batches = [(x[:7], x[:7]), (x[7:], x[7:])]
+    figures, flags = train.quality_flags(MeanColour(), batches, "mse", task)
+    assert figures["val_loss_model"] == pytest.approx(figures["val_loss_mean_colour"], rel=1e-4)
+    assert any("own mean colour" in f for f in flags)
+    figures, flags = train.quality_flags(Sharper(), batches, "mse", task)
+    assert figures["val_loss_model"] == pytest.approx(figures["val_loss_mean_colour"] / 4, rel=1e-3)
+    assert not flags
+
+
+@pytest.mark.parametrize(
+    "gpu, flags, chosen",
+    [
+        (None, ["avx2", "avx512f", "avx512_bf16"], "mixed_bfloat16"),
+        (None, ["avx2", "amx_bf16"], "mixed_bfloat16"),
+        (None, ["avx2", "avx512f"], "float32"),  # AVX-512 without its bfloat16 instructions
+        (None, ["avx2"], "float32"),
+        (None, [], "float32"),  # not an x86 CPU, or no /proc
+        ((9, 0), [], "mixed_bfloat16"),  # H100 / H200
+        ((8, 0), ["avx2"], "mixed_bfloat16"),  # A100: the GPU decides, not the host CPU
+        ((7, 5), ["avx512_bf16"], "float32"),  # T4
+    ],
+)
+def test_auto_precision_uses_bfloat16_only_where_the_hardware_has_it(gpu, flags, chosen):
+    policy, why = backend.choose_precision("auto", gpu, flags)
+    assert policy == chosen and why.startswith("auto: ")
+    assert backend.choose_precision("float32", gpu, flags) == ("float32", "set by train.precision")
+
+
+def test_the_cpu_is_described_by_model_and_vector_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma avx512f\n"
+    )
+    assert backend.cpu(info) == {"model": "AMD EPYC 7B13", "flags": ["avx2", "avx512f"]}
 
 
 def test_require_gpu_stops_with_one_line_when_there_is_none(monkeypatch):
