@@ -66,11 +66,14 @@ def mtimes(work):
     }
 
 
-def interrupt_after_first_epoch(work, timeout=300):
-    """Start the whole workflow and press Ctrl-C once training has finished (and saved) an epoch.
+def interrupt_after_first_epoch(work, job_signal=None, timeout=300):
+    """Start the whole workflow and interrupt it once training has finished (and saved) an epoch.
 
-    Ctrl-C in a terminal reaches every process of the foreground job, Snakemake and the job it
-    runs: the signal goes to the process group. Snakemake alone would wait for the job to finish.
+    By default, press Ctrl-C: in a terminal it reaches every process of the foreground job,
+    Snakemake and the job it runs (the signal goes to the process group; Snakemake alone would
+    wait for the job to finish). With job_signal, send that signal to the training job alone, as
+    a scheduler does: SLURM sends SIGTERM at a time limit and SIGKILL soon after; a node failure
+    is a SIGKILL, after which nothing in the job gets to clean up. Snakemake sees a failed job.
     """
     cmd = snakemake_command(
         work, "--configfile", str(work / "tiny.yaml"), snakefile=work / "Snakefile"
@@ -93,7 +96,11 @@ def interrupt_after_first_epoch(work, timeout=300):
                 # Keras writes the backup at the end of every epoch and deletes it when training
                 # ends: while it exists, an epoch has finished and training has not.
                 if glob.glob(backup):
-                    os.killpg(proc.pid, signal.SIGINT)
+                    if job_signal:
+                        for pid in training_jobs(proc.pid):
+                            os.kill(pid, job_signal)
+                    else:
+                        os.killpg(proc.pid, signal.SIGINT)
                     break
                 time.sleep(0.01)
             proc.wait(timeout=120)
@@ -104,9 +111,25 @@ def interrupt_after_first_epoch(work, timeout=300):
     return subprocess.CompletedProcess(cmd, proc.returncode, out.read_text(), "")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("rerun")
+def training_jobs(group):
+    """Processes of a process group that run the training rule's script."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if os.getpgid(int(entry.name)) == group and any(
+                part.endswith(b".train.py") for part in cmdline
+            ):
+                found.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+    assert found, "no training job found to kill"
+    return found
+
+
+def copy_workflow(work):
     for name in WORKFLOW:
         src = REPO / name
         if src.is_dir():
@@ -123,6 +146,11 @@ def run(tmp_path_factory):
         train={"epochs": EPOCHS},
     )
 
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("rerun")
+    copy_workflow(work)
     interrupted = interrupt_after_first_epoch(work)
     after = mtimes(work)
     model_after = (work / "results" / "model" / "model.keras").exists()
@@ -292,6 +320,26 @@ def test_an_interrupted_run_resumes_training_and_redoes_nothing_that_finished(ru
     assert not list((run.work / "results" / ".resume" / "train").glob("*"))
     done = run_in(run.work, "-n")
     assert "Nothing to be done" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("job_signal", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_training_job_killed_by_the_scheduler_resumes_after_its_last_backed_up_epoch(
+    tmp_path, job_signal
+):
+    copy_workflow(tmp_path)
+    killed = interrupt_after_first_epoch(tmp_path, job_signal)
+    assert killed.returncode != 0 and "Error in rule train" in killed.stdout, killed.stdout[-3000:]
+    if job_signal == signal.SIGTERM:
+        assert "tessera train: stopped by SIGTERM" in killed.stdout
+    assert not (tmp_path / "results" / "model" / "model.keras").exists()
+    again = run_in(tmp_path)
+    assert "resuming after epoch" in (tmp_path / "logs" / "train.log").read_text()
+    summary = json.loads((tmp_path / "results" / "model" / "summary.json").read_text())
+    # as many epochs as an uninterrupted run, each once
+    assert 1 <= summary["resumed_from_epoch"] < EPOCHS and summary["epochs"] == EPOCHS
+    history = pd.read_csv(tmp_path / "results" / "model" / "history.tsv", sep="\t")
+    assert list(history.epoch) == list(range(1, EPOCHS + 1))
+    assert finished(again.stdout + again.stderr)["train"] == 1
 
 
 def test_snakemake_report_zip_has_the_loss_plot_tables_and_gallery(run):
