@@ -13,10 +13,23 @@ def logs(path):
     return f"{config['logs']}/{path}"
 
 
-def settings_of(section):
+def settings_of(section, *leave_out):
     """A config section for a rule's params, without its thread count: threads reach the job
-    through `threads:` (and --set-threads), and changing them must not rerun anything."""
-    return {k: v for k, v in config[section].items() if k != "threads"}
+    through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
+    belong to another stage's work are left out too, so changing them does not rerun this one."""
+    return {k: v for k, v in config[section].items() if k not in ("threads", *leave_out)}
+
+
+def training_data():
+    """What the training job needs to read the patches: how they were cut, and how many
+    validation patches to use."""
+    patches = config["patches"]
+    return {
+        "size": patches["size"],
+        "stride": patches["stride"],
+        "sampling": patches["sampling"],
+        "max_val_patches": config["split"]["max_val_patches"],
+    }
 
 
 def shown_config():

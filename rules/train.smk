@@ -1,8 +1,8 @@
 rule train:
     """Train the chosen preset on the training patches, validating on the validation images."""
     input:
-        train=results("dataset/train.npy"),
-        val=results("dataset/val.npy"),
+        split=results("dataset/split.tsv"),
+        patches=lambda w: expand(results("patches/{image}.npy"), image=usable_images(w)),
     output:
         model=results("model/model.keras"),
         history=results("model/history.tsv"),
@@ -18,6 +18,8 @@ rule train:
         gpu=config["train"]["gpus"],
     params:
         settings={**settings_of("train"), "preset": config["model"]["preset"]},
+        data=training_data(),
+        images=usable_images,
         task=config["task"],
         # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
         resume=results(".resume/train"),

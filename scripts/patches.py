@@ -16,6 +16,7 @@ with job(snakemake.log[0], "patches"):
         seed=p["seed"],
         name=snakemake.params.name,
         max_megapixels=snakemake.params.max_megapixels,
+        sampling=p["sampling"],
     )
     print(info)
     if info["status"] != "ok":

@@ -5,13 +5,14 @@ from tessera.jobs import job
 
 with job(snakemake.log[0], "train"):
     summary = train.train(
-        snakemake.input.train,
-        snakemake.input.val,
+        snakemake.input.split,
+        dict(zip(snakemake.params.images, snakemake.input.patches)),
         snakemake.output.model,
         snakemake.output.history,
         snakemake.output.summary,
         resume_root=snakemake.params.resume,
         settings=snakemake.params.settings,
+        data=snakemake.params.data,
         task=snakemake.params.task,
         threads=snakemake.threads,
     )

@@ -1,67 +1,356 @@
-"""The training data pipeline: uint8 patches in, shuffled and augmented (input, target) batches out.
+"""The training data path: uint8 patches read from the per-image files on the host, made into
+float (input, target) pairs inside the training step, on whatever device trains.
 
-Everything random is drawn from (seed, epoch, batch), so every epoch sees new noise and a resumed
-run continues where the interrupted one would have gone.
+The host only gathers uint8 patches and draws, per patch, a flip/turn code and an offset into a
+bank of Gaussian noise; conversion, flips, turns and noise are Keras operations of the training
+step (TensorFlow, JAX and PyTorch alike), so the host never sets a GPU's pace. Everything random is
+drawn from (seed, epoch, batch): every epoch sees new noise, and a resumed run continues where the
+interrupted one would have gone. No more than one batch of patches is in memory at a time, read
+from the files with pread, so memory does not grow with the folder.
 """
+
+import os
+import resource
+from collections import OrderedDict
+from statistics import NormalDist
 
 import keras
 import numpy as np
+from keras import ops
 
 from tessera import noise
 from tessera.images import DIHEDRAL, dihedral
 
-
-def augment(batch, rng):
-    """Apply one random flip / quarter-turn per patch to a (N, H, W, C) batch.
-
-    Callers build the target from the augmented batch (or pass input and target stacked on the
-    channel axis), so input and target always get the same transform: the blog post's bug was to
-    transform them independently.
-    """
-    kinds = rng.integers(0, DIHEDRAL, len(batch))
-    out = np.empty_like(batch)
-    for k in range(DIHEDRAL):
-        idx = np.flatnonzero(kinds == k)
-        if len(idx):
-            out[idx] = dihedral(batch[idx], k, axes=(1, 2))
-    return out
+# Gaussian noise values the device draws its training noise from (64 MB at most); each patch
+# takes a window at a random offset, so no two share a noise field in practice.
+NOISE_BANK = 2**22
 
 
-def make_pair(clean, task, rng):
-    """(model input, target) in [0, 1] for a uint8 batch: noise goes on the input only."""
-    target = clean.astype(np.float32) / np.float32(255)
-    if task["kind"] != "denoise":
-        return target, target
-    return noise.add(clean, task, rng).astype(np.float32) / np.float32(255), target
+def npy_layout(path):
+    """Where an .npy file's data starts, its shape and dtype, from its header alone."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(f)
+        if fortran or dtype != np.uint8:
+            raise ValueError(f"{path}: expected a C-ordered uint8 array, found {dtype}")
+        return f.tell(), shape
+
+
+class NpyFiles:
+    """Rows of many uint8 .npy files, read with pread: only what is asked for is read, a few
+    hundred files are open at a time, and nothing is memory-mapped, so the job's memory stays
+    that of the rows in use however large the folder."""
+
+    def __init__(self, paths, open_files=None):
+        self.paths = [str(p) for p in paths]
+        layouts = [npy_layout(p) for p in self.paths]
+        self.offsets = [o for o, _ in layouts]
+        self.shapes = [s for _, s in layouts]
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.open_files = open_files or max(16, min(1024, soft // 2))
+        self._fds = OrderedDict()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _fd(self, i):
+        fd = self._fds.pop(i, None)
+        if fd is None:
+            fd = os.open(self.paths[i], os.O_RDONLY)
+            if len(self._fds) >= self.open_files:
+                os.close(self._fds.popitem(last=False)[1])
+        self._fds[i] = fd
+        return fd
+
+    def read(self, i, start, count, out=None):
+        """Rows start .. start + count - 1 of file i (into out, an array of that shape, if given)."""
+        shape = self.shapes[i][1:]
+        out = np.empty((count, *shape), np.uint8) if out is None else out
+        row = int(np.prod(shape))
+        done = os.preadv(self._fd(i), [memoryview(out).cast("B")], self.offsets[i] + start * row)
+        if done != out.nbytes:
+            raise OSError(f"{self.paths[i]}: file shorter than its header says")
+        return out
+
+    def close(self):
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __del__(self):
+        self.close()
+
+
+class InMemory:
+    """The same interface over arrays already in memory (small sets, tests)."""
+
+    def __init__(self, arrays):
+        self.arrays = [np.asarray(a, np.uint8) for a in arrays]
+        self.shapes = [a.shape for a in self.arrays]
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def read(self, i, start, count, out=None):
+        rows = self.arrays[i][start : start + count]
+        if out is None:
+            return rows.copy()
+        out[...] = rows
+        return out
+
+
+class Patches:
+    """Every patch of per-image patch arrays (N, size, size, C), numbered across images."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        counts = [s[0] for s in reader.shapes]
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.size = next((s[1] for s in reader.shapes if s[0]), 0)
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def set_epoch(self, epoch):
+        pass  # the same patches every epoch
+
+    def take(self, idx):
+        out = np.empty((len(idx), self.size, self.size, 3), np.uint8)
+        files = np.searchsorted(self.starts, idx, side="right") - 1
+        for k, (f, i) in enumerate(zip(files, idx)):
+            self.reader.read(f, i - self.starts[f], 1, out[k : k + 1])
+        return out
+
+
+class Crops:
+    """size x size crops of per-image arrays (H, W, C) at positions given per image: drawn afresh
+    every epoch (random sampling), or fixed."""
+
+    def __init__(self, reader, size, counts=None, seed=0, positions=None):
+        self.reader, self.size, self.seed = reader, size, seed
+        self.counts, self.positions = counts, positions
+        if positions is None:
+            self.set_epoch(0)
+        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in self.positions])])
+        self.starts = self.starts.astype(np.int64)
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def set_epoch(self, epoch):
+        if self.counts is None:
+            return  # fixed positions
+        self.positions = []
+        for i, (shape, n) in enumerate(zip(self.reader.shapes, self.counts)):
+            rng = np.random.default_rng([self.seed, epoch, i])
+            ys = rng.integers(0, shape[0] - self.size + 1, n)
+            xs = rng.integers(0, shape[1] - self.size + 1, n)
+            self.positions.append(np.stack([ys, xs], axis=1))
+
+    def take(self, idx):
+        s = self.size
+        out = np.empty((len(idx), s, s, 3), np.uint8)
+        files = np.searchsorted(self.starts, idx, side="right") - 1
+        for k, (f, i) in enumerate(zip(files, idx)):
+            y, x = self.positions[f][i - self.starts[f]]
+            out[k] = self.reader.read(f, y, s)[:, x : x + s]
+        return out
+
+
+def grid_positions(height, width, size, stride):
+    """Top-left corners of the patch grid, in the order tessera.patches.extract cuts them."""
+    ys, xs = np.arange(0, height - size + 1, stride), np.arange(0, width - size + 1, stride)
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def evenly(counts, limit):
+    """How many of each image's patches to take so that at most `limit` are taken in all, shared
+    as evenly as the images allow (an image with fewer gives its unused share to the others)."""
+    take = np.zeros(len(counts), np.int64)
+    left, open_ = limit, [i for i, n in enumerate(counts) if n]
+    while left > 0 and open_:
+        share = max(1, left // len(open_))
+        for i in list(open_):
+            extra = min(share, counts[i] - take[i], left)
+            take[i] += extra
+            left -= extra
+            if take[i] == counts[i]:
+                open_.remove(i)
+            if not left:
+                break
+    return take
+
+
+def spread(n, k):
+    """k indices spread evenly over range(n)."""
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64)) if k else np.zeros(0, int)
+
+
+def validation_patches(reader, limit, size, stride=None):
+    """At most `limit` validation patches, drawn evenly over the images and over each image, as
+    one uint8 array: what every epoch is validated on. The reader holds patch arrays, or whole
+    images (random sampling) that are cut here on the grid of the given stride."""
+    if stride is None:
+        source = Patches(reader)
+        counts = [s[0] for s in reader.shapes]
+        take = evenly(counts, limit)
+        idx = [source.starts[i] + spread(n, k) for i, (n, k) in enumerate(zip(counts, take))]
+        return source.take(np.concatenate(idx))
+    grids = [grid_positions(s[0], s[1], size, stride) for s in reader.shapes]
+    take = evenly([len(g) for g in grids], limit)
+    crops = Crops(reader, size, positions=[g[spread(len(g), k)] for g, k in zip(grids, take)])
+    return crops.take(np.arange(len(crops)))
 
 
 class Batches(keras.utils.PyDataset):
-    """A Keras PyDataset of (input, target) float batches from uint8 patches.
+    """What the host hands to the training step: ((uint8 patches, flip/turn codes, noise offsets),
+    placeholder) per batch, from a Patches or Crops source.
 
-    With drop_remainder every batch is whole (data-parallel training splits each one evenly).
+    steps, when given, makes an epoch that many batches of a fresh shuffle (a useful unit on a huge
+    folder); otherwise an epoch is one pass over every patch. With drop_remainder every batch is
+    whole (data-parallel training splits each one evenly).
     """
 
     def __init__(
-        self, patches, batch_size, seed, augment_on, task=None, first_epoch=0, drop_remainder=False
+        self, source, batch_size, seed, augment_on, first_epoch=0, drop_remainder=False, steps=None
     ):
         super().__init__(workers=1, use_multiprocessing=False)
-        self.patches, self.batch_size, self.seed = patches, batch_size, seed
-        self.augment_on, self.task = augment_on, task or {"kind": "reconstruct"}
-        self.drop_remainder = drop_remainder
+        self.source, self.batch_size, self.seed = source, batch_size, seed
+        self.augment_on, self.drop_remainder, self.steps = augment_on, drop_remainder, steps
+        self.noise_span = NOISE_BANK - 3 * source.size**2
         self.epoch = first_epoch - 1
         self.on_epoch_end()
 
     def __len__(self):
-        if self.drop_remainder:
-            return max(1, len(self.patches) // self.batch_size)
-        return -(-len(self.patches) // self.batch_size)
+        if self.steps:
+            return self.steps
+        n = len(self.source)
+        return max(1, n // self.batch_size) if self.drop_remainder else -(-n // self.batch_size)
+
+    @property
+    def patches_per_epoch(self):
+        whole = self.steps or self.drop_remainder
+        return len(self) * self.batch_size if whole else len(self.source)
 
     def __getitem__(self, i):
-        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        n = len(self.source)
+        positions = np.arange(i * self.batch_size, (i + 1) * self.batch_size)
+        positions = positions % n if self.steps else positions[positions < n]
+        idx = np.sort(self.order[positions])
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        batch = augment(self.patches[idx], rng) if self.augment_on else self.patches[idx]
-        return make_pair(batch, self.task, rng)
+        codes = rng.integers(0, DIHEDRAL, len(idx)) if self.augment_on else np.zeros(len(idx))
+        offsets = rng.integers(0, self.noise_span, len(idx))
+        given = (self.source.take(idx), codes.astype(np.int32), offsets.astype(np.int32))
+        return given, np.zeros(len(idx), np.uint8)  # the target is made on the device
 
     def on_epoch_end(self):
         self.epoch += 1
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.patches))
+        self.source.set_epoch(self.epoch)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.source))
+
+
+def dihedral_maps(size):
+    """For each of the 8 flips and quarter turns, where each pixel of a size x size patch comes
+    from, as flat indices: tessera.images.dihedral applied to the pixel numbers."""
+    grid = np.arange(size * size).reshape(size, size)
+    return np.stack([dihedral(grid, k).ravel() for k in range(DIHEDRAL)]).astype(np.int32)
+
+
+def dihedral_on_device(patches, codes, maps):
+    """Each patch of a (N, S, S, C) tensor turned by its own code (0..7), as one gather."""
+    n, s, c = ops.shape(patches)[0], ops.shape(patches)[1], ops.shape(patches)[3]
+    flat = ops.reshape(patches, (n, s * s, c))
+    where = ops.take(ops.convert_to_tensor(maps), codes, axis=0)
+    where = ops.broadcast_to(ops.expand_dims(where, -1), (n, s * s, c))
+    return ops.reshape(ops.take_along_axis(flat, where, axis=1), (n, s, s, c))
+
+
+class PairedLoss(keras.losses.Loss):
+    """The loss between the model's answer and the target that Trainer outputs side by side.
+    (A Loss, not an override of compute_loss, so that Keras scales it for data-parallel
+    training as it does its own.) The y_true Keras passes is a placeholder, and unused."""
+
+    def __init__(self, kind="mse", name="paired_loss"):
+        super().__init__(name=name)
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        error = y_pred[..., :3] - y_pred[..., 3:]
+        error = error * error if self.kind == "mse" else ops.abs(error)
+        return ops.mean(error, axis=(1, 2, 3))
+
+    def get_config(self):
+        return {"kind": self.kind, "name": self.name}
+
+
+class Trainer(keras.Model):
+    """The preset as it is trained: uint8 patches, flip/turn codes and noise offsets in; the model
+    input and target are made here, inside the training step; the output is the model's answer
+    and the target side by side, which PairedLoss compares.
+
+    The target is the flipped/turned clean patch and the input is made from that same patch, so
+    input and target always get the same transform: the blog post's bug was to transform them
+    independently.
+    """
+
+    def __init__(self, core, size, task, seed):
+        super().__init__(name=f"training_{core.name}")
+        self.core, self.task = core, task
+        self.maps = dihedral_maps(size)
+        self.window = 3 * size * size
+        if task["kind"] == "denoise":
+            self.bank = self.add_weight(
+                shape=(NOISE_BANK,), initializer="zeros", trainable=False, name="noise_bank"
+            )
+            bank = np.random.default_rng([seed, 7]).standard_normal(NOISE_BANK, np.float32)
+            self.bank.assign(bank)
+
+    def call(self, inputs, training=False):
+        patches, codes, offsets = inputs
+        # cast again: TensorFlow's MirroredStrategy builds the model from a batch averaged over
+        # the replicas, which turns the integers into floats
+        codes, offsets = ops.cast(codes, "int32"), ops.cast(offsets, "int32")
+        clean = dihedral_on_device(ops.cast(patches, "float32"), codes, self.maps)
+        given = self._noisy(clean, offsets) if self.task["kind"] == "denoise" else clean
+        scale = np.float32(1 / 255)
+        answer = self.core(given * scale, training=training)
+        return ops.concatenate([ops.cast(answer, "float32"), clean * scale], axis=-1)
+
+    def _noisy(self, clean, offsets):
+        """Noise on 0..255 values, rounded and clipped to 8 bits as tessera.noise.add does."""
+        shape = ops.shape(clean)
+        z = ops.take(self.bank, ops.expand_dims(offsets, 1) + ops.arange(self.window), axis=0)
+        z = ops.reshape(z, shape)
+        if self.task["noise"] == "gaussian":
+            return ops.clip(ops.round(clean + z * self.task["sigma"]), 0, 255)
+        # salt and pepper: a pixel (all channels) is hit when |z| passes the level that a share
+        # `rate` of normal values exceeds, and turns white or black by z's sign
+        level = NormalDist().inv_cdf(1 - self.task["rate"] / 2)
+        z = z[..., :1]
+        hit = ops.abs(z) > level
+        return ops.where(hit, ops.where(z > 0, 255.0, 0.0), clean)
+
+
+def validation_pair(clean, task):
+    """The fixed validation (input, target) as uint8: the noise is fixed by task.seed, so losses
+    compare across epochs and runs."""
+    if task["kind"] != "denoise":
+        return clean, clean
+    return noise.add(clean, task, noise.rng_for("validation", task)), clean
+
+
+def in_batches(given, target, size=256):
+    """(input, target, count) float batches from uint8 arrays, every one of `size` patches (the
+    last padded with repeats; count says how many are real), so nothing is traced twice and a
+    data-parallel model splits each evenly."""
+    for start in range(0, len(given), size):
+        idx = np.resize(np.arange(start, min(start + size, len(given))), size)
+        yield (
+            given[idx].astype(np.float32) / np.float32(255),
+            target[idx].astype(np.float32) / np.float32(255),
+            min(start + size, len(given)) - start,
+        )

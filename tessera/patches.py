@@ -28,6 +28,14 @@ def extract(image, size, stride, max_patches=None, seed=0):
     return np.ascontiguousarray(view).reshape(n, size, size, c)
 
 
+def grid_count(height, width, size, stride, max_patches=None):
+    """How many patches extract() cuts from an image of this size."""
+    if height < size or width < size:
+        return 0
+    n = ((height - size) // stride + 1) * ((width - size) // stride + 1)
+    return n if max_patches is None else min(n, max_patches)
+
+
 def run(
     image_path,
     image_id,
@@ -39,10 +47,13 @@ def run(
     seed,
     name=None,
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+    sampling="grid",
 ):
     """Decode one image and write its patches; a file that cannot be used is recorded, not raised.
 
-    name is the file as the user knows it (its path inside the images folder), shown in the report;
+    With sampling "random" the file holds the decoded image itself, from which training cuts fresh
+    crops every epoch (as many as the grid would give); validation cuts it on the grid. name is
+    the file as the user knows it (its path inside the images folder), shown in the report;
     max_megapixels is the decompression-bomb limit (None for none).
     """
     info = {"image": image_id, "path": name or str(image_path)}
@@ -52,15 +63,19 @@ def run(
         patches = np.zeros((0, size, size, 3), dtype=np.uint8)
         info.update(status="skipped", reason=e.reason, patches=0)
     else:
-        patches = extract(image, size, stride, max_patches, seed)
+        count = grid_count(image.shape[0], image.shape[1], size, stride, max_patches)
+        if sampling == "random":
+            patches = image if count else np.zeros((0, size, size, 3), dtype=np.uint8)
+        else:
+            patches = extract(image, size, stride, max_patches, seed)
         info.update(
             status="ok",
             height=image.shape[0],
             width=image.shape[1],
-            patches=len(patches),
+            patches=count,
             notes=notes,
         )
-        if len(patches) == 0:
+        if count == 0:
             info["notes"] = notes + [
                 f"smaller than one {size}x{size} patch: used for reconstruction only"
             ]

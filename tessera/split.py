@@ -4,7 +4,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tessera import TesseraError
@@ -60,14 +59,11 @@ def assign(infos, val_fraction, seed):
     return table
 
 
-def run(infos_json, patch_files, out_train, out_val, out_tsv, val_fraction, seed):
+def run(infos_json, out_tsv, val_fraction, seed):
+    """Write the split table. Patches stay in their per-image files, where training reads them:
+    nothing here grows with the folder but the table."""
     infos = [json.loads(Path(p).read_text()) for p in infos_json]
     table = assign(infos, val_fraction, seed)
-    by_image = dict(zip([i["image"] for i in infos], patch_files))
-    for side, out in (("train", out_train), ("val", out_val)):
-        arrays = [np.load(by_image[i]) for i in table.image[table.split == side]]
-        arrays = [a for a in arrays if len(a)]
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, np.concatenate(arrays))
+    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False)
     return table

@@ -12,8 +12,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tessera import TesseraError, backend, models, noise
-from tessera.batches import Batches, make_pair
+from tessera import TesseraError, backend, models
+from tessera.batches import (
+    Batches,
+    Crops,
+    NpyFiles,
+    PairedLoss,
+    Patches,
+    Trainer,
+    in_batches,
+    validation_pair,
+    validation_patches,
+)
 
 COLLAPSE_RATIO = 0.2  # outputs with less than this share of the targets' contrast have gone flat
 
@@ -33,10 +43,11 @@ class Clock(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
 
-    def on_test_begin(self, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
+    def on_train_batch_end(self, batch, logs=None):
+        self.trained = time.perf_counter()  # the epoch's training, without its validation
 
     def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(self.trained - self.started)
         self.done += 1
         elapsed = time.perf_counter() - self.began
         if self.minutes and elapsed * (self.done + 1) / self.done > self.minutes * 60:
@@ -94,25 +105,31 @@ def _loss(name, a, b):
     return float(np.mean(d * d) if name == "mse" else np.mean(np.abs(d)))
 
 
-def quality_flags(model, batches, loss, task):
-    """Checks a user should see: outputs gone flat, or no better than the trivial answers.
-
-    batches yields (model input, target) pairs; the figures are means over all of them, so the
-    validation set is never held as floats at once.
-    """
-    sums = {"model": 0.0, "mean_colour": 0.0, "noisy_input": 0.0, "out_std": 0.0, "ref_std": 0.0}
-    n = 0
-    for x, y in batches:
-        pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)
-        # the trivial answer: each patch's own mean colour (of what the model is given)
+def evaluate(model, batches, loss):
+    """Means over validation batches of (input, target, count) from batches.in_batches: the
+    model's loss, the loss of each patch's own mean colour (of what the model is given), of the
+    input itself, and the contrast of the outputs and the targets. One batch of floats at a time."""
+    sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std"), 0.0)
+    total = 0
+    for x, y, n in batches:
+        pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
+        x, y = x[:n], y[:n]
         flat = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), y.shape)
-        sums["model"] += _loss(loss, pred, y) * len(x)
-        sums["mean_colour"] += _loss(loss, flat, y) * len(x)
-        sums["noisy_input"] += _loss(loss, x, y) * len(x)
-        sums["out_std"] += float(pred.std(axis=(1, 2)).mean()) * len(x)
-        sums["ref_std"] += float(y.std(axis=(1, 2)).mean()) * len(x)
-        n += len(x)
-    mean = {k: v / n for k, v in sums.items()}
+        for key, value in (
+            ("model", _loss(loss, pred, y)),
+            ("mean_colour", _loss(loss, flat, y)),
+            ("input", _loss(loss, x, y)),
+            ("out_std", float(pred.std(axis=(1, 2)).mean())),
+            ("ref_std", float(y.std(axis=(1, 2)).mean())),
+        ):
+            sums[key] += value * n
+        total += n
+    return {k: v / total for k, v in sums.items()}
+
+
+def quality_flags(model, batches, loss, task):
+    """Checks a user should see: outputs gone flat, or no better than the trivial answers."""
+    mean = evaluate(model, batches, loss)
     figures = {
         "val_loss_model": mean["model"],
         "val_loss_mean_colour": mean["mean_colour"],
@@ -132,18 +149,27 @@ def quality_flags(model, batches, loss, task):
             "preset"
         )
     if task["kind"] == "denoise":
-        figures["val_loss_noisy_input"] = mean["noisy_input"]
-        if mean["model"] >= mean["noisy_input"]:
+        figures["val_loss_noisy_input"] = mean["input"]
+        if mean["model"] >= mean["input"]:
             flags.append(
                 f"no better than the noisy input itself (validation loss {mean['model']:.5f} vs "
-                f"{mean['noisy_input']:.5f})"
+                f"{mean['input']:.5f})"
             )
     return figures, flags
 
 
-def _in_batches(x, y, size=256):
-    for start in range(0, len(x), size):
-        yield x[start : start + size], y[start : start + size]
+class Validation(keras.callbacks.Callback):
+    """val_loss of the model being trained, in batches from the uint8 validation patches (Keras'
+    own validation would need them as floats at once, and go through the training step's input
+    path). It must come before the callbacks that read val_loss."""
+
+    def __init__(self, core, given, target, loss):
+        super().__init__()
+        self.core, self.given, self.target, self.loss = core, given, target, loss
+
+    def on_epoch_end(self, epoch, logs=None):
+        batches = in_batches(self.given, self.target)
+        logs["val_loss"] = evaluate(self.core, batches, self.loss)["model"]
 
 
 def _strategy(settings, log):
@@ -234,29 +260,55 @@ def resume_state(resume_root, settings, task, *inputs):
     return Resume(folder, after)
 
 
-def compiled_model(settings, log):
-    """The preset built and compiled under the distribution over train.gpus devices, its
-    description, and the devices used."""
+def compiled_model(settings, data, task, log):
+    """The preset, and the model that trains it (uint8 batches in), built and compiled under the
+    distribution over train.gpus devices; the preset's description; the devices used."""
     # The starting weights come from the seed alone, whatever devices the training is spread on.
     reference = models.build(settings["preset"])
     info = models.describe(reference)
     scope, used = _strategy(settings, log)
     with scope:
-        model = models.build(settings["preset"])
-        model.set_weights(reference.get_weights())
-        model.compile(
+        core = models.build(settings["preset"])
+        core.set_weights(reference.get_weights())
+        trainer = Trainer(core, data["size"], task, settings["seed"])
+        trainer.compile(
             optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
-            loss=settings["loss"],
+            loss=PairedLoss(settings["loss"]),
         )
-    return model, info, used
+        # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
+        n, s = len(used), data["size"]
+        trainer((np.zeros((n, s, s, 3), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
+    return core, trainer, info, used
 
 
-def _callbacks(settings, resume, clock, steps_per_epoch):
+def load_data(split_tsv, patch_files, data, seed):
+    """The training patches as a source to draw batches from, and the validation patches (uint8,
+    at most data["max_val_patches"]), from the per-image files the split table names."""
+    import pandas as pd
+
+    table = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
+    table = table[table.patches > 0]
+    files = {
+        side: [patch_files[i] for i in table.image[table.split == side]]
+        for side in ("train", "val")
+    }
+    if data.get("sampling") == "random":
+        counts = table.patches[table.split == "train"].tolist()
+        source = Crops(NpyFiles(files["train"]), data["size"], counts, seed)
+        stride = data["stride"]
+    else:
+        source, stride = Patches(NpyFiles(files["train"])), None
+    val = validation_patches(NpyFiles(files["val"]), data["max_val_patches"], data["size"], stride)
+    return source, val
+
+
+def _callbacks(settings, resume, clock, validation, steps_per_epoch):
     callbacks = [
+        validation,  # first: the ones after it read val_loss
+        clock,
         keras.callbacks.BackupAndRestore(str(resume.backup)),
         keras.callbacks.CSVLogger(str(resume.history), separator="\t", append=True),
         keras.callbacks.TerminateOnNaN(),
-        clock,
     ]
     if settings.get("schedule") == "cosine":
         total = settings["epochs"] * steps_per_epoch
@@ -265,16 +317,10 @@ def _callbacks(settings, resume, clock, steps_per_epoch):
     return callbacks
 
 
-def fit(model, batches, validation, settings, callbacks, resumed_from):
+def fit(model, batches, settings, callbacks, resumed_from):
     """model.fit, and one clear line if the loss diverged. Returns the wall time in seconds."""
     started = time.perf_counter()
-    history = model.fit(
-        batches,
-        validation_data=validation,
-        epochs=settings["epochs"],
-        verbose=2,
-        callbacks=callbacks,
-    )
+    history = model.fit(batches, epochs=settings["epochs"], verbose=2, callbacks=callbacks)
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise TesseraError(
@@ -298,22 +344,25 @@ def _on_one_device(model, settings, used):
 
 
 def train(
-    train_npy,
-    val_npy,
+    split_tsv,
+    patch_files,
     out_model,
     out_history,
     out_summary,
     resume_root,
     settings,
+    data,
     task=None,
     threads=1,
     log=print,
 ):
     """Train settings["preset"] and write the model, its per-epoch history and a summary.
 
-    If an earlier run with the same settings and data was interrupted, training resumes from its
-    last finished epoch; the backup lives under resume_root, outside the rule's outputs, because
-    Snakemake deletes the outputs of a failed job.
+    split_tsv says which image is on which side; patch_files maps each image id to its patch file
+    (whole images with data["sampling"] == "random"); data holds the patch settings (size, stride,
+    sampling) and max_val_patches. If an earlier run with the same settings and data was
+    interrupted, training resumes from its last finished epoch; the backup lives under
+    resume_root, outside the rule's outputs, because Snakemake deletes the outputs of a failed job.
     """
     task = task or {"kind": "reconstruct"}
     backend.configure(threads)
@@ -322,40 +371,43 @@ def train(
     keras.config.set_dtype_policy(policy)
     log(f"precision {policy}: {why}")
     keras.utils.set_random_seed(settings["seed"])
-    train_x = np.load(train_npy)
-    val_in, val_target = make_pair(np.load(val_npy), task, noise.rng_for("validation", task))
+    source, val = load_data(split_tsv, patch_files, data, settings["seed"])
+    val_in, val_target = validation_pair(val, task)
 
-    resume = resume_state(resume_root, settings, task, train_npy, val_npy)
-    model, info, used = compiled_model(settings, log)
+    inputs = [split_tsv, *sorted(patch_files.values())]
+    resume = resume_state(resume_root, {**settings, **data}, task, *inputs)
+    core, trainer, info, used = compiled_model(settings, data, task, log)
     log(
-        f"preset {settings['preset']}: {info}; {len(train_x)} training and {len(val_in)} "
-        f"validation patches; task {task['kind']}; devices used {used}"
+        f"preset {settings['preset']}: {info}; {len(source)} training patches per epoch from "
+        f"{len(source.reader)} images, {len(val)} validation patches; task {task['kind']}; "
+        f"devices used {used}"
     )
     if resume.after_epoch:
         log(f"resuming after epoch {resume.after_epoch} from {resume.backup}")
 
     batches = Batches(
-        train_x,
+        source,
         settings["batch_size"],
         settings["seed"],
         settings["augment"],
-        task,
         resume.after_epoch,
         drop_remainder=len(used) > 1,
+        steps=settings.get("steps_per_epoch"),
     )
-    clock = Clock(len(train_x), settings.get("max_minutes"))
-    callbacks = _callbacks(settings, resume, clock, len(batches))
-    wall = fit(model, batches, (val_in, val_target), settings, callbacks, resume.after_epoch)
+    clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"))
+    validation = Validation(core, val_in, val_target, settings["loss"])
+    callbacks = _callbacks(settings, resume, clock, validation, len(batches))
+    wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
     if clock.stopped_at:
         log(f"stopped after epoch {clock.stopped_at}: the next would overrun train.max_minutes")
 
-    weight_copies = backend.copies(model.trainable_variables[0])
-    model = _on_one_device(model, settings, used)
-    figures, flags = quality_flags(model, _in_batches(val_in, val_target), settings["loss"], task)
+    weight_copies = backend.copies(core.trainable_variables[0])
+    core = _on_one_device(core, settings, used)
+    figures, flags = quality_flags(core, in_batches(val_in, val_target), settings["loss"], task)
     for flag in flags:
         log(f"warning: {flag}")
     Path(out_model).parent.mkdir(parents=True, exist_ok=True)
-    model.save(out_model)
+    core.save(out_model)
     table = _read_history(resume.history)
     table.assign(epoch=table.epoch + 1).to_csv(out_history, sep="\t", index=False)
     summary = {
@@ -372,8 +424,11 @@ def train(
         "epochs": int(len(table)),
         "resumed_from_epoch": resume.after_epoch,
         "stopped_by_budget": clock.stopped_at is not None,
-        "train_patches": int(len(train_x)),
-        "val_patches": int(len(val_in)),
+        "sampling": data.get("sampling", "grid"),
+        "train_images": len(source.reader),
+        "train_patches": len(source),
+        "patches_per_epoch": batches.patches_per_epoch,
+        "val_patches": int(len(val)),
         "patches_per_s": clock.patches_per_s(),
         "wall_s": round(wall, 1),
         "final_loss": float(table["loss"].iloc[-1]),

@@ -62,6 +62,28 @@ def small_photos(folder, side=128):
     return folder
 
 
+def patch_dataset(folder, size=16, max_patches=128, sides=None):
+    """Per-image patch files of real photographs and the split table naming their sides, as the
+    patches and split stages write them; returns (split table path, {image id: patch file})."""
+    import pandas as pd
+
+    from tessera.patches import extract
+
+    sides = sides or {"coffee.png": "train", "rocket.jpg": "train", "chelsea.png": "val"}
+    folder.mkdir(parents=True, exist_ok=True)
+    files, rows = {}, []
+    for k, (name, side) in enumerate(sides.items()):
+        patches = extract(sample(name), size, size, max_patches=max_patches, seed=k)
+        files[name] = folder / f"{name}.npy"
+        np.save(files[name], patches)
+        rows.append({"image": name, "path": name, "split": side, "patches": len(patches)})
+    pd.DataFrame(rows).to_csv(folder / "split.tsv", sep="\t", index=False)
+    return folder / "split.tsv", files
+
+
+DATA = {"size": 16, "stride": 16, "sampling": "grid", "max_val_patches": 64}
+
+
 def snakemake_command(workdir, *args, snakefile=None):
     """The command line that runs the workflow (the repository's, or the copy at snakefile) in workdir."""
     snakefile = snakefile or REPO / "Snakefile"

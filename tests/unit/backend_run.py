@@ -29,19 +29,17 @@ import numpy as np  # noqa: E402
 
 from tessera import train  # noqa: E402
 from tessera import reconstruct as rec  # noqa: E402
-from tessera.patches import extract  # noqa: E402
-from tests.conftest import sample  # noqa: E402
+from tests.conftest import DATA, patch_dataset, sample  # noqa: E402
 
 out.mkdir(parents=True, exist_ok=True)
-np.save(out / "train.npy", extract(sample("coffee.png"), 16, 16, max_patches=256, seed=0))
-np.save(out / "val.npy", extract(sample("chelsea.png"), 16, 16, max_patches=64, seed=0))
+split_tsv, files = patch_dataset(out / "patches", max_patches=256)
 settings = dict(
     preset="compact", epochs=2, batch_size=32, optimizer=optimizer, learning_rate=0.002 if optimizer == "adam" else 0.05, loss="mse",
     augment=True, seed=0, max_minutes=None, threads=2, gpus=gpus,
 )  # fmt: skip
 summary = train.train(
-    out / "train.npy", out / "val.npy", out / "model.keras", out / "history.tsv",
-    out / "summary.json", out / "resume", settings, threads=2,
+    split_tsv, files, out / "model.keras", out / "history.tsv", out / "summary.json",
+    out / "resume", settings, DATA, threads=2,
 )  # fmt: skip
 model, _ = rec.load(out / "model.keras", out / "summary.json")
 image = sample("rocket.jpg", (200, 100, 301, 170))

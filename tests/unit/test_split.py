@@ -35,19 +35,23 @@ def test_one_usable_image_is_a_clear_error():
         split.assign(infos(["a.png"]), 0.3, 0)
 
 
-def test_run_keeps_patches_of_one_image_on_one_side(tmp_path):
+def test_patches_of_one_image_stay_on_one_side_and_are_never_copied(tmp_path):
     import json
 
+    from tessera.train import load_data
+
     names = [f"img{i}.png" for i in range(6)]
-    files, metas = [], []
+    files, metas = {}, []
     for k, n in enumerate(names):
         np.save(tmp_path / f"{n}.npy", np.full((3, 4, 4, 3), k, np.uint8))
         (tmp_path / f"{n}.json").write_text(json.dumps(infos([n], 3)[0]))
-        files.append(tmp_path / f"{n}.npy")
+        files[n] = tmp_path / f"{n}.npy"
         metas.append(tmp_path / f"{n}.json")
-    out = [tmp_path / x for x in ("train.npy", "val.npy", "split.tsv")]
-    table = split.run(metas, files, *out, val_fraction=0.4, seed=0)
-    train, val = np.load(out[0]), np.load(out[1])
+    table = split.run(metas, tmp_path / "split.tsv", val_fraction=0.4, seed=0)
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == sorted(f"{n}.npy" for n in names)
+    data = {"size": 4, "stride": 4, "sampling": "grid", "max_val_patches": 100}
+    source, val = load_data(tmp_path / "split.tsv", files, data, seed=0)
+    train = source.take(np.arange(len(source)))
     train_ids, val_ids = set(np.unique(train)), set(np.unique(val))
     assert not train_ids & val_ids
     assert {names[i] for i in val_ids} == set(table.image[table.split == "val"])

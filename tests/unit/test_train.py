@@ -5,37 +5,7 @@ import pandas as pd
 import pytest
 
 from tessera import backend, train
-from tessera.batches import Batches, augment
-from tests.conftest import sample
-
-
-def test_augmentation_moves_input_and_target_together():
-    # Input and target stacked on the channel axis go through one call: if they were transformed
-    # independently (the blog post's bug), the halves would stop matching.
-    rng = np.random.default_rng(0)
-    patches = np.stack([sample("astronaut.png", (x, 50, x + 16, 66)) for x in range(0, 320, 10)])
-    pair = np.concatenate([patches, patches[..., ::-1]], axis=3)
-    out = augment(pair, rng)
-    assert np.array_equal(out[..., :3], out[..., 3:][..., ::-1])
-    # and the transforms really vary: all eight appear, and each output is one of its patch's eight
-    seen = set()
-    for p, o in zip(patches, out[..., :3]):
-        variants = [np.rot90(p, k) for k in range(4)] + [np.rot90(p, k)[:, ::-1] for k in range(4)]
-        matches = [k for k, v in enumerate(variants) if np.array_equal(v, o)]
-        assert matches
-        seen.add(matches[0])
-    assert len(seen) >= 6
-
-
-def test_batches_are_float_pairs_in_unit_range():
-    patches = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
-    data = Batches(patches, 4, seed=0, augment_on=True)
-    assert len(data) == 3
-    x, y = data[0]
-    assert x.dtype == np.float32 and x.shape == (4, 8, 8, 3) and np.array_equal(x, y)
-    assert 0 <= x.min() and x.max() <= 1
-    assert data[2][0].shape == (2, 8, 8, 3)
-
+from tests.conftest import DATA, patch_dataset, sample
 
 SETTINGS = dict(
     preset="compact",
@@ -53,19 +23,21 @@ SETTINGS = dict(
 
 @pytest.fixture
 def dataset(tmp_path):
-    from tessera.patches import extract
+    split_tsv, files = patch_dataset(tmp_path / "patches")
+    return tmp_path, split_tsv, files
 
-    np.save(tmp_path / "train.npy", extract(sample("coffee.png"), 16, 16, max_patches=128))
-    np.save(tmp_path / "val.npy", extract(sample("chelsea.png"), 16, 16, max_patches=32))
-    return tmp_path
+
+def run_training(dataset, settings, task=None, out="model"):
+    tmp, split_tsv, files = dataset
+    o = tmp / out
+    return o, train.train(
+        split_tsv, files, o / "model.keras", o / "history.tsv", o / "summary.json",
+        tmp / "resume", settings, DATA, task=task,
+    )  # fmt: skip
 
 
 def test_training_writes_model_history_and_summary(dataset):
-    out = dataset / "model"
-    summary = train.train(
-        dataset / "train.npy", dataset / "val.npy", out / "model.keras", out / "history.tsv",
-        out / "summary.json", dataset / "resume", SETTINGS,
-    )  # fmt: skip
+    out, summary = run_training(dataset, SETTINGS)
     history = pd.read_csv(out / "history.tsv", sep="\t")
     assert list(history.columns[:3]) == ["epoch", "loss", "val_loss"]
     assert list(history.epoch) == [1, 2]
@@ -74,37 +46,20 @@ def test_training_writes_model_history_and_summary(dataset):
     for key in ("params", "backend", "device", "patches_per_s", "epochs", "wall_s"):
         assert on_disk[key] == summary[key]
     assert on_disk["epochs"] == 2 and on_disk["patches_per_s"] > 0
-    assert not (dataset / "resume").exists() or not any((dataset / "resume").iterdir())
+    resume = dataset[0] / "resume"
+    assert not resume.exists() or not any(resume.iterdir())
+    assert summary["train_images"] == 2 and summary["val_patches"] <= DATA["max_val_patches"]
 
 
 def test_diverging_training_stops_with_a_message_naming_the_learning_rate(dataset):
     from tessera import TesseraError
 
     bad = dict(SETTINGS, learning_rate=1e9, optimizer="sgd", epochs=3)
-    out = dataset / "model"
     with pytest.raises(TesseraError, match="learning_rate"):
-        train.train(
-            dataset / "train.npy", dataset / "val.npy", out / "m.keras", out / "h.tsv",
-            out / "s.json", dataset / "resume", bad,
-        )  # fmt: skip
+        run_training(dataset, bad)
 
 
 DENOISE = {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "seed": 0}
-
-
-def test_denoise_batches_put_noise_on_the_input_only_and_fresh_each_epoch():
-    patches = np.stack([sample("coffee.png", (x, 100, x + 16, 116)) for x in range(0, 320, 20)])
-    data = Batches(patches, 8, seed=0, augment_on=False, task=DENOISE)
-    x, y = data[0]
-    clean = patches[np.sort(data.order[:8])].astype(np.float32) / 255
-    assert np.array_equal(y, clean)
-    residual = (x - y) * 255
-    assert 20 < residual.std() < 27  # sigma 25, a little less where clipping at 0 and 255 bites
-    data.on_epoch_end()
-    x2, y2 = data[0]
-    same = np.sort(data.order[:8])
-    assert not np.array_equal(x2 - y2, x - y)  # new noise every epoch
-    assert y2.shape == y.shape and np.isin(same, np.arange(len(patches))).all()
 
 
 def test_salt_and_pepper_hits_the_rate():
@@ -129,12 +84,8 @@ def test_fixed_noise_is_the_same_everywhere_it_is_drawn():
 
 
 def test_denoise_training_beats_the_noisy_input(dataset):
-    out = dataset / "model"
     settings = dict(SETTINGS, preset="dncnn", epochs=6, batch_size=8, schedule="cosine")
-    summary = train.train(
-        dataset / "train.npy", dataset / "val.npy", out / "model.keras", out / "history.tsv",
-        out / "summary.json", dataset / "resume", settings, task=DENOISE,
-    )  # fmt: skip
+    _, summary = run_training(dataset, settings, task=DENOISE)
     assert summary["task"]["kind"] == "denoise"
     assert summary["val_loss_model"] < summary["val_loss_noisy_input"]
     assert not any("noisy input" in f for f in summary["flags"])
@@ -149,7 +100,7 @@ def test_a_flat_output_is_flagged():
 
     val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
     x = val.astype(np.float32) / 255
-    figures, flags = train.quality_flags(Flat(), [(x, x)], "mse", {"kind": "reconstruct"})
+    figures, flags = train.quality_flags(Flat(), [(x, x, len(x))], "mse", {"kind": "reconstruct"})
     assert figures["val_contrast_ratio"] < 0.01
     assert any(f.startswith("collapsed") for f in flags)
 
@@ -169,7 +120,7 @@ def test_predicting_each_patchs_mean_colour_is_flagged_and_doing_better_is_not()
     x = val.astype(np.float32) / 255
     task = {"kind": "reconstruct"}
     # in two batches, as training gives them
-    batches = [(x[:7], x[:7]), (x[7:], x[7:])]
+    batches = [(x[:7], x[:7], 7), (x[7:], x[7:], len(x) - 7)]
     figures, flags = train.quality_flags(MeanColour(), batches, "mse", task)
     assert figures["val_loss_model"] == pytest.approx(figures["val_loss_mean_colour"], rel=1e-4)
     assert any("own mean colour" in f for f in flags)
