@@ -303,8 +303,13 @@ class Trainer(keras.Model):
         self.maps = dihedral_maps(size)
         self.window = 3 * size * size
         if task["kind"] == "denoise":
+            # autocast off: under a mixed policy the noise stays float32, not bfloat16
             self.bank = self.add_weight(
-                shape=(NOISE_BANK,), initializer="zeros", trainable=False, name="noise_bank"
+                shape=(NOISE_BANK,),
+                initializer="zeros",
+                trainable=False,
+                autocast=False,
+                name="noise_bank",
             )
             bank = np.random.default_rng([seed, 7]).standard_normal(NOISE_BANK, np.float32)
             self.bank.assign(bank)

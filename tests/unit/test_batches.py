@@ -242,3 +242,20 @@ def test_training_with_random_crops_learns_and_writes_its_sampling(tmp_path):
     )  # fmt: skip
     assert summary["sampling"] == "random" and summary["train_patches"] == 400
     assert summary["final_loss"] < 0.05 and summary["val_patches"] == DATA["max_val_patches"]
+
+
+@pytest.mark.parametrize("task", [RECONSTRUCT, DENOISE], ids=["reconstruct", "denoise"])
+def test_the_training_step_runs_under_mixed_bfloat16(task):
+    # auto picks bfloat16 on some machines only: run it everywhere
+    from tessera import models
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        trainer = Trainer(models.build("dncnn"), 16, task, seed=0)
+        trainer.compile(optimizer=keras.optimizers.Adam(0.002), loss=PairedLoss())
+        trainer.fit(Batches(Patches(InMemory([strip_patches()])), 8, 0, True), epochs=1, verbose=0)
+        out = trainer((strip_patches(2), np.zeros(2, np.int32), np.zeros(2, np.int32)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert np.isfinite(np.asarray(out)).all()
