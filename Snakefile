@@ -45,9 +45,14 @@ include: "rules/train.smk"
 include: "rules/reconstruct.smk"
 include: "rules/baselines.smk"
 include: "rules/report.smk"
+include: "rules/compare.smk"
+include: "rules/apply.smk"
 
 
 rule all:
     default_target: True
     input:
-        results("report/index.html"),
+        # every variant's report and the page comparing them; or the one run's report
+        [run_path("report/index.html", v) for v in VARIANTS] + [results("compare/index.html")]
+        if VARIANTS
+        else results("report/index.html"),

@@ -1,13 +1,13 @@
 rule baselines:
     """Classical methods on the same images and noise: JPEG, or blur, median and non-local means."""
     input:
-        split=results("dataset/split.tsv"),
+        split=lambda w: fill(results(f"{SPLIT}/split.tsv"), w),
         sources=lambda w: [source_of(i) for i in usable_images(w)],
     output:
-        metrics=results("baselines/metrics.tsv"),
-        parameters=results("baselines/parameters.json"),
+        metrics=results(f"{BASELINES}/metrics.tsv"),
+        parameters=results(f"{BASELINES}/parameters.json"),
     log:
-        logs("baselines.log"),
+        logs(f"{BASELINES}/baselines.log" if VARIANTS else "baselines.log"),
     conda:
         "../envs/tessera.yaml"
     threads: 2
@@ -16,7 +16,7 @@ rule baselines:
         runtime=60,
     params:
         images=usable_images,
-        task=config["task"],
+        task=lambda w: conf(w)["task"],
         max_megapixels=config["max_megapixels"],
         code=code("baselines"),
     script:

@@ -1,46 +1,13 @@
-# Image discovery, output paths, input functions and code versions shared by every stage.
+# Image discovery, variants, output paths, input functions and code versions shared by every stage.
+import itertools
 import os
+import re
+
+import pandas as pd
+from snakemake.utils import Paramspace
 
 from tessera import TesseraError, codeversion, images, settings
-
-
-def results(path):
-    # Every output path is built here, from one root, so that a run level can be added later.
-    return f"{config['results']}/{path}"
-
-
-def logs(path):
-    return f"{config['logs']}/{path}"
-
-
-def settings_of(section, *leave_out):
-    """A config section for a rule's params, without its thread count: threads reach the job
-    through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
-    belong to another stage's work are left out too, so changing them does not rerun this one."""
-    return {k: v for k, v in config[section].items() if k not in ("threads", *leave_out)}
-
-
-def training_data():
-    """What the training job needs to read the patches: how they were cut, and how many
-    validation patches to use."""
-    patches = config["patches"]
-    return {
-        "size": patches["size"],
-        "stride": patches["stride"],
-        "sampling": patches["sampling"],
-        "max_val_patches": config["split"]["max_val_patches"],
-    }
-
-
-def shown_config():
-    """The configuration as the report shows it: every setting that shapes a result, so not the
-    thread counts (they change nothing but speed, and must not rerun the report)."""
-    return {k: settings_of(k) if isinstance(v, dict) else v for k, v in config.items()}
-
-
-def code(stage):
-    """A hash of the tessera modules the stage's script imports: editing them reruns the stage."""
-    return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))
+from tessera import apply as applying
 
 
 def stop(error):
@@ -49,30 +16,152 @@ def stop(error):
     raise SystemExit(f"tessera: error: {error}")
 
 
-def _discover():
+def results(path):
+    # Every output path is built here, from one root.
+    return f"{config['results']}/{path}"
+
+
+def logs(path):
+    return f"{config['logs']}/{path}"
+
+
+# Variants: several named settings in one run, each with its own outputs under results/<variant>/,
+# sharing the patches, split and baselines of every variant whose settings for them agree. A grid
+# over a few keys is expanded into variants too, named by Snakemake's Paramspace.
+def _variants():
+    grid = config.get("grid") or {}
+    points = pd.DataFrame(list(itertools.product(*grid.values())), columns=list(grid))
+    names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
+    overrides = {**settings.grid_overrides(grid, names if grid else []), **config["variants"]}
     try:
-        settings.check(config)
-        found = images.discover(config["images"], config["recursive"])
+        return settings.variant_configs(config, config_schema, overrides)
     except TesseraError as e:
         stop(e)
-    usable = {f.image_id: f.path for f in found if f.image_id}
-    if not usable:
+
+
+VARIANTS = _variants()
+
+
+def _keys(c):
+    """The folder keys of a configuration's shared stages: each names the settings it depends on."""
+    pkey = settings.key_of(c["patches"], c["max_megapixels"])
+    skey = settings.key_of(pkey, settings_of(c, "split", "max_val_patches"))
+    return {"pkey": pkey, "skey": skey, "bkey": settings.key_of(skey, c["task"])}
+
+
+def settings_of(c, section, *leave_out):
+    """A config section for a rule's params, without its thread count: threads reach the job
+    through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
+    belong to another stage's work are left out too, so changing them does not rerun this one."""
+    return {k: v for k, v in c[section].items() if k not in ("threads", *leave_out)}
+
+
+KEYS = {name: _keys(c) for name, c in VARIANTS.items()}
+# key value -> (its keys, a configuration that has it), for the jobs of the shared stages
+BY_KEY = {(k, keys[k]): (keys, VARIANTS[n]) for n, keys in KEYS.items() for k in keys}
+
+if VARIANTS:
+    PATCHES, SPLIT, BASELINES = (
+        "shared/patches-{pkey}",
+        "shared/split-{skey}",
+        "shared/baselines-{bkey}",
+    )
+    RUN = "{variant}/"
+else:
+    # Without variants, the paths of a single run.
+    PATCHES, SPLIT, BASELINES, RUN = "patches", "dataset", "baselines", ""
+
+
+def keys_of(wildcards):
+    if "variant" in wildcards.keys():
+        return KEYS[wildcards.variant]
+    for k in ("bkey", "skey", "pkey"):
+        if k in wildcards.keys():
+            return BY_KEY[(k, wildcards[k])][0]
+    return {}
+
+
+def conf(wildcards):
+    """The configuration a job runs with: its variant's, one sharing its stage's key, or the
+    config itself."""
+    if "variant" in wildcards.keys():
+        return VARIANTS[wildcards.variant]
+    for k in ("bkey", "skey", "pkey"):
+        if k in wildcards.keys():
+            return BY_KEY[(k, wildcards[k])][1]
+    return config
+
+
+def fill(path, wildcards):
+    """A shared stage's path for the job's variant (its keys filled in; nothing to fill in a
+    single run)."""
+    for k, v in keys_of(wildcards).items():
+        path = path.replace(f"{{{k}}}", v)
+    return path
+
+
+def run_path(name, variant=None):
+    """A path under the run's results: results/<variant>/name, or results/name."""
+    path = results(f"{RUN}{name}")
+    return path.replace("{variant}", variant) if variant else path
+
+
+def training_data(c):
+    """What the training job needs to read the patches: how they were cut, and how many
+    validation patches to use."""
+    patches = c["patches"]
+    return {
+        "size": patches["size"],
+        "stride": patches["stride"],
+        "sampling": patches["sampling"],
+        "max_val_patches": c["split"]["max_val_patches"],
+    }
+
+
+def shown_config(c):
+    """The configuration as the report shows it: every setting that shapes a result, so not the
+    thread counts (they change nothing but speed, and must not rerun the report)."""
+    leave = ("variants", "grid", "apply")
+    return {
+        k: settings_of(c, k) if isinstance(v, dict) else v for k, v in c.items() if k not in leave
+    }
+
+
+def code(stage):
+    """A hash of the tessera modules the stage's script imports: editing them reruns the stage."""
+    return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))
+
+
+def _discover(folder, recursive):
+    try:
+        settings.check(config)
+        found = images.discover(folder, recursive)
+    except TesseraError as e:
+        stop(e)
+    return {f.image_id: f.path for f in found if f.image_id}, [
+        (f.path, f.reason) for f in found if f.reason
+    ]
+
+
+def _usable(found, key):
+    if not found:
         stop(
-            f"no image files in '{config['images']}' (looked for "
-            f"{', '.join(sorted(images.IMAGE_EXTENSIONS))}); point 'images' at a folder of images"
+            f"no image files in '{config[key]}' (looked for "
+            f"{', '.join(sorted(images.IMAGE_EXTENSIONS))}); point '{key}' at a folder of images"
         )
-    return usable, [(f.path, f.reason) for f in found if f.reason]
+    return found
 
 
-IMAGES, SKIPPED = _discover()
+IMAGES, SKIPPED = _discover(config["images"], config["recursive"])
+_usable(IMAGES, "images")
 
 
-def source_of(image):
-    path = os.path.join(config["images"], IMAGES[image])
+def source_of(image, folder=None, known=None, links=".sources"):
+    path = os.path.join(folder or config["images"], (known or IMAGES)[image])
     if "{" in path:
         # Snakemake reads "{word}" in an input path as a wildcard, even in a path an input function
         # returns, and has no escape for it: such a file is reached through a link with a safe name.
-        return _link(path, results(f".sources/{image}"))
+        return _link(path, results(f"{links}/{image}"))
     return path
 
 
@@ -90,9 +179,102 @@ def source(wildcards):
     return source_of(wildcards.image)
 
 
-def usable_images(wildcards):
-    """Images that decoded, read from the split table once the split checkpoint has run."""
-    import pandas as pd
+def split_table(keys):
+    """The split checkpoint's table for a variant's keys (known once the split has run)."""
+    return checkpoints.split.get(**({"skey": keys["skey"]} if VARIANTS else {})).output.tsv
 
-    table = pd.read_csv(checkpoints.split.get().output.tsv, sep="\t", keep_default_na=False)
+
+def usable_of(keys):
+    """Images that decoded, read from the split table once the split checkpoint has run."""
+    from tessera.split import read_table
+
+    table = read_table(split_table(keys))
     return [i for i in table.image[table.split != "skipped"] if i in IMAGES]
+
+
+def usable_images(wildcards):
+    return usable_of(keys_of(wildcards))
+
+
+def shown_image(wildcards):
+    """The image the report shows rebuilt the naive way too: the first validation image."""
+    from tessera.split import read_table
+
+    table = read_table(split_table(keys_of(wildcards)))
+    usable = table[(table.split != "skipped") & table.image.isin(IMAGES)]
+    val = sorted(usable.image[usable.split == "val"])
+    return val[0] if val else sorted(usable.image)[0]
+
+
+def rebuilt(wildcards, ext, images=None):
+    """The reconstruction stage's files of the job's variant, for every usable image or those given."""
+    chosen = usable_images(wildcards) if images is None else images
+    return [run_path(f"reconstructed/{i}.{ext}", wildcards.get("variant")) for i in chosen]
+
+
+# The apply target: a trained model (a variant's, this run's, or a model.keras from elsewhere)
+# run over every image of another folder.
+def _apply_setup():
+    a = config["apply"]
+    if not a.get("images"):
+        return None
+    model = a.get("model")
+    if model is None and VARIANTS:
+        stop(f"apply.model: name one of the variants ({', '.join(VARIANTS)}) or a model.keras")
+    if model is None or model in VARIANTS:
+        paths = [run_path(f"model/{f}", model) for f in ("model.keras", "summary.json")]
+        c, out = VARIANTS.get(model, config), run_path("applied", model)
+    else:
+        try:
+            summary, _ = applying.read_summary(model)
+        except TesseraError as e:
+            stop(f"apply.model: {e}")
+        paths, c, out = [model, str(summary)], config, results("applied")
+    source = a["images"]
+    if os.path.isfile(source):
+        found = {images.image_id(os.path.basename(source)): os.path.basename(source)}
+        folder, skipped = os.path.dirname(source) or ".", []
+    elif os.path.isdir(source):
+        found, skipped = _discover(source, config["recursive"])
+        folder = source
+    else:
+        stop(f"apply.images: '{source}' is neither an image file nor a folder")
+    _usable(found, "apply.images")
+    return {
+        "model": paths,
+        "settings": c,
+        "out": a.get("output", out),
+        "folder": folder,
+        "images": found,
+        "skipped": skipped,
+    }
+
+
+APPLY = _apply_setup()
+APPLIED = APPLY["out"] if APPLY else results("applied")
+
+
+def apply_source(wildcards):
+    return source_of(wildcards.image, APPLY["folder"], APPLY["images"], ".apply-sources")
+
+
+def apply_usable(wildcards):
+    """Images of the apply folder that decode, once the apply_inputs checkpoint has run."""
+    from tessera.split import read_table
+
+    if not APPLY:
+        stop("apply: set apply.images (a folder or one image) and apply.model to use it")
+    table = read_table(checkpoints.apply_inputs.get().output.tsv)
+    return list(table.image[table.status == "ok"])
+
+
+# An image id keeps its file's extension, so that "x.png.naive" is never taken for one.
+IMAGE_ID = r".+\.(?i:{})".format("|".join(e.lstrip(".") for e in sorted(images.IMAGE_EXTENSIONS)))
+
+
+wildcard_constraints:
+    image=IMAGE_ID,
+    pkey="[0-9a-f]{8}",
+    skey="[0-9a-f]{8}",
+    bkey="[0-9a-f]{8}",
+    variant="|".join(map(re.escape, VARIANTS)) or "(?!)",

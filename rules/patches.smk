@@ -3,10 +3,10 @@ rule patches:
     input:
         image=source,
     output:
-        patches=results("patches/{image}.npy"),
-        info=results("patches/{image}.json"),
+        patches=results(f"{PATCHES}/{{image}}.npy"),
+        info=results(f"{PATCHES}/{{image}}.json"),
     log:
-        logs("patches/{image}.log"),
+        logs(f"{PATCHES}/{{image}}.log"),
     conda:
         "../envs/tessera.yaml"
     threads: 1
@@ -14,10 +14,10 @@ rule patches:
         mem_mb=2000,
         runtime=10,
     params:
-        settings=config["patches"],
+        settings=lambda w: conf(w)["patches"],
         max_megapixels=config["max_megapixels"],
         # The file's path inside the images folder, as the report shows it.
-        name=lambda wildcards: IMAGES[wildcards.image],
+        name=lambda w: IMAGES[w.image],
         code=code("patches"),
     script:
         "../scripts/patches.py"

@@ -2,22 +2,53 @@ rule reconstruct:
     """Rebuild one whole image tile by tile with the trained model, and measure it."""
     input:
         image=source,
-        model=results("model/model.keras"),
-        summary=results("model/summary.json"),
+        model=run_path("model/model.keras"),
+        summary=run_path("model/summary.json"),
     output:
-        png=results("reconstructed/{image}.png"),
-        metrics=results("reconstructed/{image}.json"),
+        png=run_path("reconstructed/{image}.png"),
+        metrics=run_path("reconstructed/{image}.json"),
     log:
-        logs("reconstruct/{image}.log"),
+        logs(f"{RUN}reconstruct/{{image}}.log"),
     conda:
         "../envs/tessera.yaml"
-    threads: config["reconstruct"]["threads"]
+    threads: lambda w: conf(w)["reconstruct"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
     params:
-        settings=settings_of("reconstruct"),
-        task=config["task"],
+        settings=lambda w: settings_of(conf(w), "reconstruct"),
+        task=lambda w: conf(w)["task"],
+        max_megapixels=config["max_megapixels"],
+        code=code("reconstruct"),
+    script:
+        "../scripts/reconstruct.py"
+
+
+rule seams:
+    """The image the report shows, rebuilt the blog post's naive way too: tiles side by side, no
+    margin, so the report can show the seams that the configured tiling avoids."""
+    input:
+        image=source,
+        model=run_path("model/model.keras"),
+        summary=run_path("model/summary.json"),
+    output:
+        png=run_path("reconstructed/{image}.naive.png"),
+        metrics=run_path("reconstructed/{image}.naive.json"),
+    log:
+        logs(f"{RUN}reconstruct/{{image}}.naive.log"),
+    conda:
+        "../envs/tessera.yaml"
+    threads: lambda w: conf(w)["reconstruct"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=lambda w: {
+            **settings_of(conf(w), "reconstruct"),
+            "mode": "naive",
+            "ensemble": False,
+        },
+        task=lambda w: conf(w)["task"],
         max_megapixels=config["max_megapixels"],
         code=code("reconstruct"),
     script:

@@ -1,39 +1,40 @@
 rule report:
     """One offline HTML page: loss, per-image metrics, galleries, skipped inputs, provenance."""
     input:
-        history=results("model/history.tsv"),
-        summary=results("model/summary.json"),
-        split=results("dataset/split.tsv"),
-        model=results("model/model.keras"),
-        baselines=results("baselines/metrics.tsv"),
-        baselines_parameters=results("baselines/parameters.json"),
-        metrics=lambda w: expand(results("reconstructed/{image}.json"), image=usable_images(w)),
-        rebuilt=lambda w: expand(results("reconstructed/{image}.png"), image=usable_images(w)),
+        history=run_path("model/history.tsv"),
+        summary=run_path("model/summary.json"),
+        split=lambda w: fill(results(f"{SPLIT}/split.tsv"), w),
+        baselines=lambda w: fill(results(f"{BASELINES}/metrics.tsv"), w),
+        baselines_parameters=lambda w: fill(results(f"{BASELINES}/parameters.json"), w),
+        metrics=lambda w: rebuilt(w, "json"),
+        rebuilt=lambda w: rebuilt(w, "png"),
         sources=lambda w: [source_of(i) for i in usable_images(w)],
+        naive=lambda w: rebuilt(w, "naive.png", [shown_image(w)])[0],
+        naive_metrics=lambda w: rebuilt(w, "naive.json", [shown_image(w)])[0],
     output:
-        html=results("report/index.html"),
+        html=run_path("report/index.html"),
         loss=report(
-            results("report/loss.png"),
+            run_path("report/loss.png"),
             caption="captions/loss.rst",
             category="Training",
         ),
         loss_tsv=report(
-            results("report/loss.tsv"),
+            run_path("report/loss.tsv"),
             caption="captions/loss_table.rst",
             category="Training",
         ),
         metrics=report(
-            results("report/metrics.tsv"),
+            run_path("report/metrics.tsv"),
             caption="captions/metrics.rst",
             category="Reconstruction",
         ),
         baselines=report(
-            results("report/baselines.tsv"),
+            run_path("report/baselines.tsv"),
             caption="captions/baselines.rst",
             category="Reconstruction",
         ),
         gallery=report(
-            directory(results("report/images")),
+            directory(run_path("report/images")),
             patterns=["{image}.{kind}.thumb.jpg"],
             caption="captions/gallery.rst",
             category="Reconstruction",
@@ -41,7 +42,7 @@ rule report:
             labels={"image": "{image}", "kind": "{kind}"},
         ),
     log:
-        logs("report.log"),
+        logs(f"{RUN}report.log"),
     conda:
         "../envs/tessera.yaml"
     threads: 1
@@ -50,14 +51,16 @@ rule report:
         runtime=30,
     params:
         images=usable_images,
+        shown=shown_image,
         skipped=SKIPPED,
-        shown_config=shown_config(),
-        settings={
-            **config["report"],
-            "tile": config["reconstruct"]["tile"],
-            "batch_size": config["reconstruct"]["batch_size"],
-            "max_megapixels": config["max_megapixels"],
-        },
+        shown_config=lambda w: shown_config(conf(w)),
+        settings={**config["report"], "max_megapixels": config["max_megapixels"]},
+        # the page comparing every variant, linked from each variant's report
+        compare=(
+            os.path.relpath(results("compare/index.html"), results("v/report"))
+            if VARIANTS
+            else None
+        ),
         code=code("report"),
     script:
         "../scripts/report.py"

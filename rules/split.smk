@@ -1,11 +1,11 @@
 checkpoint split:
     """Put each image on the training or validation side by a seeded hash of its name."""
     input:
-        infos=expand(results("patches/{image}.json"), image=IMAGES),
+        infos=lambda w: [fill(results(f"{PATCHES}/{i}.json"), w) for i in IMAGES],
     output:
-        tsv=results("dataset/split.tsv"),
+        tsv=results(f"{SPLIT}/split.tsv"),
     log:
-        logs("split.log"),
+        logs(f"{SPLIT}/split.log" if VARIANTS else "split.log"),
     conda:
         "../envs/tessera.yaml"
     threads: 1
@@ -13,7 +13,7 @@ checkpoint split:
         mem_mb=1000,
         runtime=10,
     params:
-        settings=settings_of("split", "max_val_patches"),
+        settings=lambda w: settings_of(conf(w), "split", "max_val_patches"),
         code=code("split"),
     script:
         "../scripts/split.py"

@@ -1,28 +1,28 @@
 rule train:
     """Train the chosen preset on the training patches, validating on the validation images."""
     input:
-        split=results("dataset/split.tsv"),
-        patches=lambda w: expand(results("patches/{image}.npy"), image=usable_images(w)),
+        split=lambda w: fill(results(f"{SPLIT}/split.tsv"), w),
+        patches=lambda w: [fill(results(f"{PATCHES}/{i}.npy"), w) for i in usable_images(w)],
     output:
-        model=results("model/model.keras"),
-        history=results("model/history.tsv"),
-        summary=results("model/summary.json"),
+        model=run_path("model/model.keras"),
+        history=run_path("model/history.tsv"),
+        summary=run_path("model/summary.json"),
     log:
-        logs("train.log"),
+        logs(f"{RUN}train.log"),
     conda:
         "../envs/tessera.yaml"
-    threads: config["train"]["threads"]
+    threads: lambda w: conf(w)["train"]["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=config["train"]["gpus"],
+        gpu=lambda w: conf(w)["train"]["gpus"],
     params:
-        settings={**settings_of("train"), "preset": config["model"]["preset"]},
-        data=training_data(),
+        settings=lambda w: {**settings_of(conf(w), "train"), "preset": conf(w)["model"]["preset"]},
+        data=lambda w: training_data(conf(w)),
         images=usable_images,
-        task=config["task"],
+        task=lambda w: conf(w)["task"],
         # Outside the outputs: Snakemake deletes a failed job's outputs, and this must survive.
-        resume=results(".resume/train"),
+        resume=lambda w: results(f".resume/{RUN}train").replace("{variant}", w.get("variant", "")),
         code=code("train"),
     script:
         "../scripts/train.py"

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-from tessera import backend, report
+from tessera import report
 from tessera.jobs import job
 
 with job(snakemake.log[0], "report"):
-    backend.configure(snakemake.threads)
     items = [
         {"image": i, "source": s, "metrics": m, "rebuilt": r}
         for i, s, m, r in zip(
@@ -18,7 +17,15 @@ with job(snakemake.log[0], "report"):
     ]
     inputs = {
         key: getattr(snakemake.input, key)
-        for key in ("history", "summary", "split", "model", "baselines", "baselines_parameters")
+        for key in (
+            "history",
+            "summary",
+            "split",
+            "baselines",
+            "baselines_parameters",
+            "naive",
+            "naive_metrics",
+        )
     }
     page = report.build(
         inputs,
@@ -27,5 +34,7 @@ with job(snakemake.log[0], "report"):
         config=snakemake.params.shown_config,
         settings=snakemake.params.settings,
         out_dir=Path(snakemake.output.html).parent,
+        shown_image=snakemake.params.shown,
+        compare=snakemake.params.compare,
     )
     print(f"wrote {page}")

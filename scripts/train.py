@@ -1,9 +1,12 @@
 """Train the model on the training patches (rule train)."""
 
-from tessera import train
+from tessera import backend
 from tessera.jobs import job
 
-with job(snakemake.log[0], "train"):
+with job(snakemake.log[0], "train"), backend.claimed_gpus(snakemake.resources.gpu):
+    # imported once this job's GPUs are set: the framework reads CUDA_VISIBLE_DEVICES at start
+    from tessera import train
+
     summary = train.train(
         snakemake.input.split,
         dict(zip(snakemake.params.images, snakemake.input.patches)),

@@ -1,5 +1,6 @@
 """What the Keras backend runs on, and keeping it to a job's share of the machine."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -153,3 +154,74 @@ def choose_precision(requested, gpu_cc, cpu_flags):
 def precision(requested):
     """choose_precision for this machine and backend."""
     return choose_precision(requested, gpu_capability(), cpu()["flags"])
+
+
+def gpu_ids():
+    """The GPUs of this machine a job may use: those CUDA_VISIBLE_DEVICES lists, else every one
+    nvidia-smi lists, else none."""
+    import shutil
+    import subprocess
+
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g for g in given.split(",") if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def claimed_gpus(count, log=print, lock_dir=None, poll=1.0):
+    """Give this job `count` GPUs of its own on a machine where several jobs run at once.
+
+    Snakemake counts GPUs (--resources gpu=N) but does not hand them out: every job sees every
+    GPU. Each job takes a lock per GPU (flock on a file in a folder of the machine's temporary
+    directory; the system drops it when the process ends, however it ends), waits while too few
+    are free, and sets CUDA_VISIBLE_DEVICES to the ones it holds, before any framework starts.
+    Inside a SLURM job the scheduler has already given the job its own GPUs: nothing is done.
+    """
+    import fcntl
+    import tempfile
+    import time
+
+    pool = gpu_ids()
+    if count < 1 or not pool or os.environ.get("SLURM_JOB_ID"):
+        yield None
+        return
+    folder = lock_dir or os.path.join(tempfile.gettempdir(), f"tessera-gpus-{os.getuid()}")
+    os.makedirs(folder, exist_ok=True)
+    want, held = min(count, len(pool)), {}
+    try:
+        while True:
+            # all or nothing: two jobs each holding part of what they need would wait forever
+            for gpu in pool:
+                if len(held) == want:
+                    break
+                f = open(os.path.join(folder, f"gpu-{gpu}.lock"), "w")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held[gpu] = f
+                except OSError:
+                    f.close()
+            if len(held) == want:
+                break
+            for f in held.values():
+                f.close()
+            held = {}
+            time.sleep(poll)
+        chosen = [g for g in pool if g in held]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+        log(f"GPU(s) {','.join(chosen)} of {','.join(pool)} given to this job")
+        yield chosen
+    finally:
+        for f in held.values():
+            f.close()

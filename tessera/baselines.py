@@ -15,8 +15,11 @@ import pandas as pd
 
 from tessera import noise
 from tessera.images import load_image
+from tessera.measure import metrics, to_uint8
+from tessera.split import read_table
 
 TUNE_CROP = 256  # parameters are chosen on centre crops of the training images: quick, and enough
+TUNE_IMAGES = 16  # on at most this many of them, spread over the folder, however large it is
 JPEG_QUALITIES = (75, 95)
 
 
@@ -52,21 +55,9 @@ DENOISERS = {
 }
 
 
-def _u8(a):
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
 def _scores(clean, out):
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    side = min(clean.shape[:2])
-    win = min(7, side if side % 2 else side - 1)
-    ssim = (
-        structural_similarity(clean, out, channel_axis=2, data_range=255, win_size=win)
-        if win >= 3
-        else float("nan")
-    )
-    return float(peak_signal_noise_ratio(clean, out, data_range=255)), float(ssim)
+    m = metrics(clean, out)
+    return m["psnr"], m["ssim"]
 
 
 def _crop(image, size=TUNE_CROP):
@@ -87,7 +78,11 @@ def tune(training, task, threads=1):
         name, value = item
         fn = DENOISERS[name][0]
         level = noise.level(task)
-        return name, value, np.mean([_scores(c, _u8(fn(n, value, level)))[0] for c, n in noisy])
+        return (
+            name,
+            value,
+            np.mean([_scores(c, to_uint8(fn(n, value, level), scale=1))[0] for c, n in noisy]),
+        )
 
     grid = [(name, v) for name, (_, values) in DENOISERS.items() for v in values]
     with ThreadPoolExecutor(threads) as pool:
@@ -116,7 +111,7 @@ def evaluate(image_id, clean, task, params):
         rows.append(("noisy input", None, *_scores(clean, noisy), None))
         for name, value in params.items():
             out = DENOISERS[name][0](noisy, value, noise.level(task))
-            rows.append((name, value, *_scores(clean, _u8(out)), None))
+            rows.append((name, value, *_scores(clean, to_uint8(out, scale=1)), None))
     else:
         for q in JPEG_QUALITIES:
             decoded, bpp = jpeg(clean, q)
@@ -130,16 +125,27 @@ def evaluate(image_id, clean, task, params):
 
 
 def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1):
-    """Choose parameters on the training images, then score every usable image."""
-    split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
+    """Choose parameters on the training images, then score every usable image, a few images in
+    memory at a time (one per thread), however many there are."""
+    split = read_table(split_tsv)
     by_id = dict(zip(split.image, split.split))
-    images = {i: load_image(p, max_megapixels=max_megapixels)[0] for i, p in sources.items()}
-    training = [(i, a) for i, a in images.items() if by_id.get(i) == "train"]
-    params = tune(training, task, threads) if task["kind"] == "denoise" else {}
-    with ThreadPoolExecutor(threads) as pool:
-        rows = [
-            r for rs in pool.map(lambda kv: evaluate(*kv, task, params), images.items()) for r in rs
+    params = {}
+    if task["kind"] == "denoise":
+        train = sorted(i for i in sources if by_id.get(i) == "train")
+        chosen = [
+            train[k] for k in np.unique(np.linspace(0, len(train) - 1, TUNE_IMAGES).astype(int))
         ]
+        load = [
+            (i, _crop(load_image(sources[i], max_megapixels=max_megapixels)[0])) for i in chosen
+        ]
+        params = tune(load, task, threads)
+
+    def score(item):
+        image_id, path = item
+        return evaluate(image_id, load_image(path, max_megapixels=max_megapixels)[0], task, params)
+
+    with ThreadPoolExecutor(threads) as pool:
+        rows = [r for rs in pool.map(score, sources.items()) for r in rs]
     table = pd.DataFrame(rows)
     table.insert(1, "split", table.image.map(by_id))
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)

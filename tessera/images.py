@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,16 +205,26 @@ def _megapixels(pixels):
     return f"{mp:,.0f}" if mp >= 10 else f"{mp:.2g}"
 
 
+_GUARD = {"lock": threading.Lock(), "users": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _pillow_pixel_guard_off():
     # The pixel limit is max_megapixels, checked from the header before decoding; Pillow's own
-    # global limit would refuse images the user has allowed.
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    # global limit would refuse images the user has allowed. It is one global, and images may be
+    # decoded in several threads at once: the last one out puts it back.
+    with _GUARD["lock"]:
+        if _GUARD["users"] == 0:
+            _GUARD["saved"] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _GUARD["users"] += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        with _GUARD["lock"]:
+            _GUARD["users"] -= 1
+            if _GUARD["users"] == 0:
+                Image.MAX_IMAGE_PIXELS = _GUARD["saved"]
 
 
 def _to_rgb8(im):

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tessera import TesseraError, noise
+from tessera.measure import metrics, to_uint8
 from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
 MODES = ("crop", "blend", "naive")
@@ -143,57 +144,6 @@ def whole(model, image, plan):
     out = np.asarray(model.predict_on_batch(canvas))[0]
     m = plan.margin
     return out[m : m + plan.height, m : m + plan.width]
-
-
-def to_uint8(result):
-    """[0, 1] floats to 8 bits. Works in place on result, which it consumes: a large image then
-    needs no float temporaries beside it."""
-    np.multiply(result, 255, out=result)
-    np.rint(result, out=result)
-    np.clip(result, 0, 255, out=result)
-    return result.astype(np.uint8)
-
-
-STRIP = 256  # rows per metrics strip: the memory of the metrics does not grow with the image
-
-
-def metrics(original, rebuilt, strip=STRIP):
-    """PSNR and SSIM on the 8-bit images (as saved), MSE on the [0, 1] scale of the training loss.
-
-    Computed strip by strip (scikit-image's SSIM on each strip with the window's overlap, its map
-    averaged over the same pixels as on the whole image), so a 12-megapixel photo does not need
-    gigabytes of float64 copies.
-    """
-    from skimage.metrics import mean_squared_error, structural_similarity
-
-    h, w = original.shape[:2]
-    strips = [(original[y : y + strip], rebuilt[y : y + strip]) for y in range(0, h, strip)]
-    mse255 = sum(mean_squared_error(a, b) * a.size for a, b in strips) / original.size
-    side = min(h, w)
-    win = min(7, side if side % 2 else side - 1)
-    ssim = float("nan")
-    if win >= 3:
-        pad = (win - 1) // 2
-        total, count = 0.0, 0
-        for y0 in range(pad, h - pad, strip):
-            y1 = min(y0 + strip, h - pad)
-            _, ssim_map = structural_similarity(
-                original[y0 - pad : y1 + pad],
-                rebuilt[y0 - pad : y1 + pad],
-                channel_axis=2,
-                data_range=255,
-                win_size=win,
-                full=True,
-            )
-            inner = ssim_map[pad : pad + y1 - y0, pad : w - pad]
-            total += float(inner.sum(dtype=np.float64))
-            count += inner.size
-        ssim = total / count
-    return {
-        "psnr": float(10 * np.log10(255**2 / mse255)) if mse255 else float("inf"),
-        "ssim": ssim,
-        "mse": mse255 / 255**2,
-    }
 
 
 def boundaries(length, stride, count):

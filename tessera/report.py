@@ -11,9 +11,10 @@ import pandas as pd
 
 from tessera import reconstruct
 from tessera.images import load_image
+from tessera.measure import collapsed
+from tessera.split import read_table
 
 DIFF_GAIN = 4  # differences are faint; brightened so a reader can see where the errors are
-COLLAPSE_RATIO = 0.2  # an output whose contrast is below this share of the input's has gone flat
 AUTOENCODER = "autoencoder"
 
 
@@ -22,7 +23,7 @@ def loss_table(history_tsv):
 
 
 def metrics_table(split_tsv, metric_files):
-    split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
+    split = read_table(split_tsv)
     rows = [json.loads(Path(f).read_text()) for f in metric_files]
     table = pd.DataFrame(rows)
     table = split[["image", "path", "split"]].merge(table, on="image", how="inner")
@@ -177,28 +178,25 @@ def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
     return entries
 
 
-def seams(row, model_file, summary, settings, task, out_dir, report_dir, thumb):
-    """The configured tiling next to the blog post's naive tiling on one image, with both seam
-    ratios, so a reader sees what the seams were and that they are gone."""
+def seams(row, naive_png, naive_json, out_dir, report_dir, thumb):
+    """The configured tiling next to the blog post's naive tiling on one image (rebuilt both ways
+    by the reconstruction stage), with both seam ratios, so a reader sees what the seams were and
+    that they are gone."""
     from PIL import Image
 
-    model, summary = reconstruct.load(model_file, summary)
-    clean, _ = load_image(row.source, max_megapixels=settings.get("max_megapixels"))
-    given = reconstruct.model_input(clean, row.image, task)
-    naive_plan = reconstruct.plan_for(clean, summary, settings["tile"], 0, "naive")
-    naive = reconstruct.to_uint8(
-        reconstruct.reconstruct(model, given, naive_plan, settings["batch_size"])
-    )
+    naive = np.asarray(Image.open(naive_png).convert("RGB"))
     ours = np.asarray(Image.open(row.rebuilt).convert("RGB"))
     images_dir = Path(out_dir)
     return {
         "image": row.image,
         "path": row.path,
         "mode": row.mode,
-        "naive_ratio": reconstruct.seam_ratio(clean, naive, naive_plan),
+        "naive_ratio": json.loads(Path(naive_json).read_text())["seam_ratio"],
         "ours_ratio": row.seam_ratio,
         "figures": [
-            _figure("naive tiling", naive, None, row.image, images_dir, report_dir, thumb),
+            _figure(
+                "naive tiling", None, Path(naive_png), row.image, images_dir, report_dir, thumb
+            ),
             _figure(
                 f"{row.mode} tiling",
                 None,
@@ -224,12 +222,8 @@ def seams(row, model_file, summary, settings, task, out_dir, report_dir, thumb):
 def warnings_for(table, summary):
     out = list(summary.get("flags", []))
     ratio = table.loc[table.split == "val", "contrast_ratio"]
-    if len(ratio) and ratio.mean() < COLLAPSE_RATIO:
-        out.append(
-            f"the reconstructions have gone flat: their contrast is {ratio.mean():.0%} of the "
-            "inputs' on the validation images (the 'flat gray' failure); train longer or lower "
-            "the learning rate"
-        )
+    if len(ratio) and collapsed(ratio.mean(), "the validation images"):
+        out.append(collapsed(ratio.mean(), "the validation images"))
     if summary.get("stopped_by_budget"):
         out.append(
             f"training stopped after {summary['epochs']} epochs at its time budget "
@@ -247,13 +241,14 @@ def template():
     return env.get_template("report.html.j2")
 
 
-def build(inputs, items, skipped, config, settings, out_dir):
+def build(inputs, items, skipped, config, settings, out_dir, shown_image, compare=None):
     """Write index.html, loss.tsv, metrics.tsv, baselines.tsv, loss.png and pictures into out_dir.
 
-    inputs: paths of the stage's inputs (history, summary, split, baselines, model); items: one dict
-    per rebuilt image with its "image" id, "source" file, "metrics" JSON and "rebuilt" PNG;
-    skipped: (path, reason) pairs found before any job ran; settings: thumbnail, tile,
-    batch_size, max_megapixels; config: the whole configuration, shown for provenance.
+    inputs: paths of the stage's inputs (history, summary, split, baselines, baselines_parameters,
+    and naive, naive_metrics: the naive tiling of shown_image); items: one dict per rebuilt image
+    with its "image" id, "source" file, "metrics" JSON and "rebuilt" PNG; skipped: (path, reason)
+    pairs found before any job ran; settings: thumbnail, max_megapixels; config: the whole
+    configuration, shown for provenance; compare: a link to the page comparing the variants.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,14 +271,10 @@ def build(inputs, items, skipped, config, settings, out_dir):
 
     images_dir, thumb = out / "images", settings["thumbnail"]
     entries = gallery(table, task, images_dir, out, thumb, settings.get("max_megapixels"))
-    shown = table[table.split == "val"].head(1)
-    shown = shown if len(shown) else table.head(1)
-    seam = seams(
-        next(shown.itertuples()), inputs["model"], inputs["summary"], settings, task, images_dir,
-        out, thumb,
-    )  # fmt: skip
+    shown = next(table[table.image == shown_image].itertuples())
+    seam = seams(shown, inputs["naive"], inputs["naive_metrics"], images_dir, out, thumb)
 
-    split = pd.read_csv(inputs["split"], sep="\t", keep_default_na=False)
+    split = read_table(inputs["split"])
     skipped_rows = [{"path": p, "reason": r} for p, r in skipped]
     skipped_rows += [
         {"path": r.path, "reason": r.reason} for r in split[split.split == "skipped"].itertuples()
@@ -310,6 +301,7 @@ def build(inputs, items, skipped, config, settings, out_dir):
         warnings=warnings_for(table, summary),
         config_text=json.dumps(config, indent=2, ensure_ascii=False),
         diff_gain=DIFF_GAIN,
+        compare=compare,
     )
     (out / "index.html").write_text(page)
     return out / "index.html"

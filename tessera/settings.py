@@ -134,3 +134,72 @@ def _allowed(sub):
 def load_schema(path):
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+# The sections a variant may change; the rest (images, results, split, report) is shared.
+VARIANT_SECTIONS = ("patches", "model", "task", "train", "reconstruct")
+# Folder names under results/ that a variant cannot take.
+RESERVED_NAMES = ("shared", "compare", "applied", "model", "report")
+
+
+def variant_configs(config, schema, overrides):
+    """The whole configuration of each variant: the base config with the variant's overrides of
+    VARIANT_SECTIONS merged in, checked as the base config is (errors name the variant)."""
+    import copy
+
+    import jsonschema
+
+    base = {k: v for k, v in config.items() if k not in ("variants", "grid")}
+    out = {}
+    for name, override in overrides.items():
+        where = f"variants.{name}"
+        if name in RESERVED_NAMES:
+            raise TesseraError(
+                f"{where}: '{name}' is a folder name tessera uses; rename the variant"
+            )
+        merged = copy.deepcopy(base)
+        for section, values in (override or {}).items():
+            if section not in VARIANT_SECTIONS:
+                raise TesseraError(
+                    f"{where}.{section}: a variant may change only {', '.join(VARIANT_SECTIONS)}"
+                )
+            merged[section] = {**merged[section], **(values or {})}
+        try:
+            validate(merged, schema)
+            check(merged)
+        except TesseraError as e:
+            raise TesseraError(f"{where}.{e}") from None
+        except jsonschema.exceptions.ValidationError as e:  # pragma: no cover - validate wraps it
+            raise TesseraError(f"{where}: {e.message}") from None
+        out[name] = merged
+    return out
+
+
+def grid_overrides(grid, names):
+    """Overrides for each point of a grid over dotted keys ({"train.learning_rate": [..]}), named
+    by the given names (one per point, in the order of itertools.product over the keys)."""
+    import itertools
+
+    for key in grid:
+        section, _, setting = key.partition(".")
+        if section not in VARIANT_SECTIONS or not setting:
+            raise TesseraError(
+                f"grid.{key}: name a setting as section.key, the section one of "
+                f"{', '.join(VARIANT_SECTIONS)}"
+            )
+    out = {}
+    for name, point in zip(names, itertools.product(*grid.values())):
+        override = {}
+        for key, value in zip(grid, point):
+            section, _, setting = key.partition(".")
+            override.setdefault(section, {})[setting] = value
+        out[name] = override
+    return out
+
+
+def key_of(*parts):
+    """A short, stable name for a combination of settings (a folder name for shared outputs)."""
+    import hashlib
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

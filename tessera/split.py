@@ -59,6 +59,11 @@ def assign(infos, val_fraction, seed):
     return table
 
 
+def read_table(path):
+    """The split table as written by run(): empty reasons stay empty strings."""
+    return pd.read_csv(path, sep="\t", keep_default_na=False)
+
+
 def run(infos_json, out_tsv, val_fraction, seed):
     """Write the split table. Patches stay in their per-image files, where training reads them:
     nothing here grows with the folder but the table."""

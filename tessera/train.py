@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tessera import TesseraError, backend, models
+from tessera.measure import collapsed
 from tessera.batches import (
     Batches,
     Crops,
@@ -24,8 +25,6 @@ from tessera.batches import (
     validation_pair,
     validation_patches,
 )
-
-COLLAPSE_RATIO = 0.2  # outputs with less than this share of the targets' contrast have gone flat
 
 
 class Clock(keras.callbacks.Callback):
@@ -135,13 +134,7 @@ def quality_flags(model, batches, loss, task):
         "val_loss_mean_colour": mean["mean_colour"],
         "val_contrast_ratio": round(mean["out_std"] / max(mean["ref_std"], 1e-6), 4),
     }
-    flags = []
-    if figures["val_contrast_ratio"] < COLLAPSE_RATIO:
-        flags.append(
-            f"collapsed: the outputs have {figures['val_contrast_ratio']:.0%} of the targets' "
-            "contrast on the validation patches (the 'flat gray' failure); train longer or lower "
-            "train.learning_rate"
-        )
+    flags = [f for f in [collapsed(figures["val_contrast_ratio"], "the validation patches")] if f]
     if mean["model"] >= mean["mean_colour"]:
         flags.append(
             "no better than predicting each patch's own mean colour (validation loss "
@@ -365,6 +358,7 @@ def train(
     resume_root, outside the rule's outputs, because Snakemake deletes the outputs of a failed job.
     """
     task = task or {"kind": "reconstruct"}
+    started_at = time.time()
     backend.configure(threads)
     check_gpu(settings, log)
     policy, why = backend.precision(settings.get("precision", "float32"))
@@ -416,6 +410,7 @@ def train(
         "task": task,
         "backend": keras.config.backend(),
         "device": ", ".join(used),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu": backend.cpu(),
         "replicas": len(used),
         "weight_copies": weight_copies,
@@ -431,6 +426,8 @@ def train(
         "val_patches": int(len(val)),
         "patches_per_s": clock.patches_per_s(),
         "wall_s": round(wall, 1),
+        "started_at": round(started_at, 3),
+        "ended_at": round(time.time(), 3),
         "final_loss": float(table["loss"].iloc[-1]),
         "final_val_loss": float(table["val_loss"].iloc[-1]),
         **figures,

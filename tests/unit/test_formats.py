@@ -282,3 +282,16 @@ def test_a_camera_mpo_gives_its_main_picture_without_a_note(tmp_path):
         assert im.format == "MPO" and im.n_frames == 2
     a, notes = load_image(tmp_path / "camera.jpg")
     assert notes == [] and np.abs(a.astype(int) - photo()).mean() < 6
+
+
+def test_decoding_in_threads_leaves_pillows_own_limit_as_it_was(tmp_path):
+    # the limit is switched off while tessera decodes (it checks its own); threads overlapping
+    # must not leave it off for everyone else
+    from concurrent.futures import ThreadPoolExecutor
+
+    saved = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "a.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: load_image(path), range(64)))
+    assert Image.MAX_IMAGE_PIXELS == saved and saved is not None

@@ -43,7 +43,7 @@ def test_flags_from_training_and_flat_outputs_become_warnings():
     summary = {"flags": ["collapsed: ..."], "stopped_by_budget": True, "epochs": 3}
     warned = report.warnings_for(flat, summary)
     assert warned[0] == "collapsed: ..."
-    assert any("gone flat" in w for w in warned)
+    assert any("flat gray" in w and "the validation images" in w for w in warned)
     assert any("time budget" in w for w in warned)
     assert report.warnings_for(table, {}) == []
 

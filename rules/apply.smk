@@ -1,0 +1,74 @@
+# The apply target: a trained model (a variant's, this run's, or a model.keras from elsewhere) run
+# over every image of another folder, with the same discovery, skips, names and tiling as the
+# reconstruction stage. Set apply.images (and apply.model), then `snakemake apply`.
+checkpoint apply_inputs:
+    """Decode every image of the apply folder once: the ones that cannot be used are listed,
+    as the patch stage lists them, instead of failing their jobs."""
+    input:
+        images=lambda w: [apply_source({"image": i}) for i in APPLY["images"]] if APPLY else [],
+    output:
+        tsv=f"{APPLIED}/inputs.tsv",
+    log:
+        logs("apply/inputs.log"),
+    conda:
+        "../envs/tessera.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        images=lambda w: list(APPLY["images"]) if APPLY else [],
+        names=lambda w: list(APPLY["images"].values()) if APPLY else [],
+        max_megapixels=config["max_megapixels"],
+        code=code("apply"),
+    script:
+        "../scripts/apply.py"
+
+
+rule apply_image:
+    """Run the model over one image of the apply folder, tiled as in reconstruction."""
+    input:
+        image=lambda w: apply_source(w),
+        model=lambda w: APPLY["model"][0],
+        summary=lambda w: APPLY["model"][1],
+    output:
+        png=f"{APPLIED}/{{image}}.png",
+        record=f"{APPLIED}/{{image}}.json",
+    log:
+        logs("apply/{image}.log"),
+    conda:
+        "../envs/tessera.yaml"
+    threads: lambda w: APPLY["settings"]["reconstruct"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=lambda w: settings_of(APPLY["settings"], "reconstruct"),
+        max_megapixels=config["max_megapixels"],
+        code=code("apply"),
+    script:
+        "../scripts/apply.py"
+
+
+rule apply:
+    """The apply target: every usable image of apply.images rebuilt, metrics (in reconstruct
+    mode) and the skipped files in two tables."""
+    input:
+        records=lambda w: [f"{APPLIED}/{i}.json" for i in apply_usable(w)],
+        inputs=f"{APPLIED}/inputs.tsv",
+    output:
+        metrics=f"{APPLIED}/metrics.tsv",
+        skipped=f"{APPLIED}/skipped.tsv",
+    log:
+        logs("apply/tables.log"),
+    conda:
+        "../envs/tessera.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        skipped=lambda w: APPLY["skipped"] if APPLY else [],
+        code=code("apply"),
+    script:
+        "../scripts/apply.py"

@@ -1,0 +1,353 @@
+"""Applying a trained model to any image or folder, at full size, tiled as the workflow rebuilds.
+
+The model and its summary.json come from the workflow's training stage; images are found and
+decoded as the workflow finds and decodes them, and each output keeps its input's width and height.
+"""
+
+import functools
+import json
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tessera import TesseraError
+from tessera import reconstruct as rec
+from tessera.images import (
+    DEFAULT_MAX_MEGAPIXELS,
+    UnusableImage,
+    discover,
+    image_id,
+    load_image,
+    save_png,
+)
+
+# What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
+TILING_KEYS = ("size_multiple", "receptive_radius", "task")
+TASKS = ("reconstruct", "denoise")
+_HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
+
+
+@dataclass
+class Applied:
+    """What apply_folder did: one record per image written, and (path, reason) per file skipped."""
+
+    out_dir: Path
+    records: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    @property
+    def metrics_tsv(self):
+        return self.out_dir / "metrics.tsv"
+
+    @property
+    def skipped_tsv(self):
+        return self.out_dir / "skipped.tsv"
+
+
+def read_summary(model_path, summary_path=None):
+    """Check that model_path looks like a Keras model and read its summary, without starting Keras.
+
+    summary_path defaults to summary.json next to the model. Returns (summary path, summary).
+    """
+    model_path = Path(model_path)
+    _check_model_file(model_path)
+    default = summary_path is None
+    summary_path = model_path.with_name("summary.json") if default else Path(summary_path)
+    not_ours = f"not the summary.json this workflow writes next to model '{model_path}'"
+    if not summary_path.is_file():
+        if default:
+            raise TesseraError(
+                f"no summary next to model '{model_path}': '{summary_path}' does not exist, so it "
+                "is not a model this workflow wrote (training writes summary.json beside the model)"
+            )
+        what = "is a folder" if summary_path.is_dir() else "does not exist"
+        raise TesseraError(f"summary '{summary_path}' {what}")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise TesseraError(f"summary '{summary_path}' cannot be read: {_one_line(e)}") from None
+    except json.JSONDecodeError as e:
+        raise TesseraError(
+            f"summary '{summary_path}' is not JSON ({e.msg}, line {e.lineno}): {not_ours}"
+        ) from None
+    problems = _summary_problems(summary)
+    if problems:
+        raise TesseraError(f"summary '{summary_path}' {problems}: {not_ours}")
+    return summary_path, summary
+
+
+def _check_model_file(path):
+    if not path.exists():
+        raise TesseraError(f"model '{path}' does not exist")
+    if path.is_dir():
+        raise TesseraError(f"model '{path}' is a folder, not a .keras model file")
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(_HDF5)) == _HDF5:
+                return
+        # Keras' own errors for these say "File not found" or name a missing archive member.
+        if not zipfile.is_zipfile(path):
+            raise TesseraError(f"model '{path}' is not a Keras model (not a .keras zip archive)")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except OSError as e:
+        raise TesseraError(f"model '{path}' cannot be read: {_one_line(e)}") from None
+    except zipfile.BadZipFile as e:
+        raise TesseraError(f"model '{path}' is a damaged zip archive: {_one_line(e)}") from None
+    if "config.json" not in names:
+        raise TesseraError(
+            f"model '{path}' is not a Keras model (a zip archive without Keras' config.json)"
+        )
+
+
+def _summary_problems(summary):
+    if not isinstance(summary, dict):
+        return f"holds a JSON {type(summary).__name__}, not an object"
+    missing = [k for k in TILING_KEYS if k not in summary]
+    if missing:
+        return f"lacks {', '.join(repr(k) for k in missing)}"
+    multiple, radius, task = (summary[k] for k in TILING_KEYS)
+    if not _is_int(multiple) or multiple < 1:
+        return f"has size_multiple {multiple!r}, not a positive integer"
+    if not _is_int(radius) or radius < 0:
+        return f"has receptive_radius {radius!r}, not a whole number of pixels"
+    if not isinstance(task, dict) or task.get("kind") not in TASKS:
+        return f"has task {task!r}, whose kind is not one of: {', '.join(TASKS)}"
+    return None
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def load(model_path, summary_path=None):
+    """The Keras model and its summary dict; any problem with either file is one TesseraError."""
+    summary_path, summary = read_summary(model_path, summary_path)
+    try:
+        model, _ = rec.load(model_path, summary_path)
+    except Exception as e:
+        raise TesseraError(
+            f"model '{model_path}' cannot be loaded by Keras: {_one_line(e, 300)}"
+        ) from e
+    shapes = [getattr(model, "input_shape", None), getattr(model, "output_shape", None)]
+    if any(not isinstance(s, tuple) or s[-1:] != (3,) for s in shapes):
+        raise TesseraError(
+            f"model '{model_path}' maps {shapes[0]} to {shapes[1]}, not RGB images to RGB images: "
+            "not a model this workflow wrote"
+        )
+    return model, summary
+
+
+def check_tiling(summary, tile=128, margin=None, mode="crop", batch_size=8):
+    """Refuse tiling settings the model cannot use, before any image is read."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise TesseraError(f"batch_size: {batch_size!r} must be a whole number of at least 1")
+    if margin is not None and (not _is_int(margin) or margin < 0):
+        raise TesseraError(f"margin: {margin!r} must be a whole number of pixels, 0 or more")
+    if not _is_int(tile) or tile < 1:
+        raise TesseraError(f"tile: {tile!r} must be a whole number of pixels, 1 or more")
+    try:
+        rec.plan_for(np.empty((1, 1, 3), np.uint8), summary, tile, margin, mode)
+    except TesseraError as e:
+        # Outside the workflow the settings are not config keys: name them as the caller does.
+        raise TesseraError(str(e).replace("reconstruct.", "")) from None
+
+
+def predict(
+    model, summary, image, tile=128, margin=None, mode="crop", batch_size=8, ensemble=False
+):
+    """The model's float32 output for a uint8 image, tiled as the workflow tiles; returns
+    (output, plan)."""
+    plan_of = functools.partial(rec.plan_for, summary=summary, tile=tile, margin=margin, mode=mode)
+    plan = plan_of(image)
+    if ensemble:
+        return rec.self_ensemble(model, image, plan_of, batch_size), plan
+    return rec.reconstruct(model, image, plan, batch_size), plan
+
+
+def apply_image(
+    model,
+    summary,
+    image_path,
+    image_id,
+    out_png,
+    out_json=None,
+    tile=128,
+    margin=None,
+    mode="crop",
+    batch_size=8,
+    ensemble=False,
+    max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+):
+    """Run the model on one image file as it is and write the result as a PNG of the same size.
+
+    A denoising model gets the photo itself as its noisy input. Only a reconstructing model, whose
+    input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
+    written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
+    """
+    image, _ = load_image(image_path, max_megapixels=max_megapixels)
+    started = time.perf_counter()
+    output, plan = predict(model, summary, image, tile, margin, mode, batch_size, ensemble)
+    result = rec.to_uint8(output)
+    seconds = max(time.perf_counter() - started, 1e-9)
+    save_png(result, out_png)
+    height, width = image.shape[:2]
+    record = {"image": image_id, "source": str(image_path), "width": width, "height": height}
+    if summary["task"]["kind"] == "reconstruct":
+        record.update(rec.metrics(image, result))
+        record["seam_ratio"] = rec.seam_ratio(image, result, plan)
+    record.update(
+        mode=mode,
+        ensemble=bool(ensemble),
+        tile=tile,
+        margin=plan.margin,
+        tiles=plan.count,
+        seconds=round(seconds, 3),
+        megapixels_per_s=round(width * height / 1e6 / seconds, 3),
+    )
+    if out_json is not None:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return record
+
+
+def apply_folder(
+    model_path,
+    source,
+    out_dir,
+    summary_path=None,
+    recursive=True,
+    tile=128,
+    margin=None,
+    mode="crop",
+    batch_size=8,
+    ensemble=False,
+    max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+    progress=None,
+    warn=None,
+):
+    """Apply a model to one image file, or to every image of a folder as the workflow finds them.
+
+    Writes out_dir/<image id>.png per image, metrics.tsv (one row per image) and skipped.tsv (the
+    files that could not be used, each also passed to warn as "skipped <path>: <reason>"). progress
+    wraps the list of images (a progress bar). Returns an Applied.
+    """
+    warn = warn or functools.partial(print, file=sys.stderr)
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise TesseraError(f"input '{source}' does not exist")
+    model, summary = load(model_path, summary_path)
+    check_tiling(summary, tile, margin, mode, batch_size)
+    todo, skipped = _inputs(source, out_dir, recursive)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TesseraError(f"output folder '{out_dir}' cannot be made: {_one_line(e)}") from None
+    done = Applied(out_dir, skipped=skipped)
+    for path, reason in skipped:
+        warn(f"skipped {path}: {reason}")
+    for path, name in progress(todo) if progress else todo:
+        try:
+            record = apply_image(
+                model,
+                summary,
+                path,
+                name,
+                out_dir / f"{name}.png",
+                tile=tile,
+                margin=margin,
+                mode=mode,
+                batch_size=batch_size,
+                ensemble=ensemble,
+                max_megapixels=max_megapixels,
+            )
+        except UnusableImage as e:
+            done.skipped.append((str(path), e.reason))
+            warn(f"skipped {path}: {e.reason}")
+        else:
+            done.records.append(record)
+    pd.DataFrame(done.skipped, columns=["path", "reason"]).to_csv(
+        done.skipped_tsv, sep="\t", index=False
+    )
+    if not done.records:
+        if source.is_file():
+            raise TesseraError(f"cannot use '{source}': {done.skipped[0][1]}")
+        why = f"{len(done.skipped)} skipped, see {done.skipped_tsv}" if done.skipped else "no files"
+        raise TesseraError(f"no usable image in '{source}' ({why})")
+    pd.DataFrame(done.records).to_csv(done.metrics_tsv, sep="\t", index=False)
+    return done
+
+
+def _inputs(source, out_dir, recursive):
+    """(path, image id) of each candidate image, and (path, reason) of each file skipped."""
+    if source.is_file():
+        return [(source, image_id(source.name))], []
+    if not source.is_dir():
+        raise TesseraError(f"input '{source}' is neither an image file nor a folder")
+    # Outputs written inside the input folder must not become inputs of the next run.
+    try:
+        inside = out_dir.resolve().relative_to(source.resolve()).as_posix()
+    except ValueError:
+        inside = None
+    if inside == ".":
+        raise TesseraError(
+            f"output folder '{out_dir}' is the input folder: choose another one, so that outputs "
+            "are not mixed with the images"
+        )
+    todo, skipped = [], []
+    for found in discover(source, recursive):
+        if inside and (found.path == inside or found.path.startswith(inside + "/")):
+            continue
+        if found.image_id is None:
+            skipped.append((str(source / found.path), found.reason))
+        else:
+            todo.append((source / found.path, found.image_id))
+    return todo, skipped
+
+
+def _one_line(error, limit=None):
+    text = " ".join(str(error).split()) or type(error).__name__
+    if limit and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def check_inputs(sources, names, out_tsv, max_megapixels=DEFAULT_MAX_MEGAPIXELS, threads=1):
+    """Decode each image once and write a table of which can be used (status "ok") and why not:
+    the workflow's apply jobs then only run on images that decode, as the patch stage admits
+    only those. sources and names map each image id to its file and to its name in the folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(item):
+        image, path = item
+        try:
+            load_image(path, max_megapixels=max_megapixels)
+        except UnusableImage as e:
+            return image, names[image], "skipped", e.reason
+        return image, names[image], "ok", ""
+
+    with ThreadPoolExecutor(threads) as pool:
+        rows = list(pool.map(check, sources.items()))
+    table = pd.DataFrame(rows, columns=["image", "path", "status", "reason"])
+    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_tsv, sep="\t", index=False)
+    return table
+
+
+def write_tables(record_files, inputs_tsv, skipped, out_metrics, out_skipped):
+    """metrics.tsv from the per-image records, skipped.tsv from the files discovery skipped and
+    those that did not decode."""
+    from tessera.split import read_table
+
+    records = [json.loads(Path(f).read_text()) for f in record_files]
+    pd.DataFrame(records).to_csv(out_metrics, sep="\t", index=False)
+    inputs = read_table(inputs_tsv)
+    rows = list(skipped) + [(r.path, r.reason) for r in inputs.itertuples() if r.status != "ok"]
+    pd.DataFrame(rows, columns=["path", "reason"]).to_csv(out_skipped, sep="\t", index=False)
