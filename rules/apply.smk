@@ -5,7 +5,7 @@ checkpoint apply_inputs:
     """Decode every image of the apply folder once: the ones that cannot be used are listed,
     as the patch stage lists them, instead of failing their jobs."""
     input:
-        images=lambda w: [apply_source({"image": i}) for i in APPLY["images"]] if APPLY else [],
+        images=lambda w: [apply_source_of(i) for i in APPLY["images"]] if APPLY else [],
     output:
         tsv=f"{APPLIED}/inputs.tsv",
     log:
@@ -28,7 +28,7 @@ checkpoint apply_inputs:
 rule apply_image:
     """Run the model over one image of the apply folder, tiled as in reconstruction."""
     input:
-        image=lambda w: apply_source(w),
+        image=apply_source,
         model=lambda w: APPLY["model"][0],
         summary=lambda w: APPLY["model"][1],
     output:

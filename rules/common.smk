@@ -30,7 +30,9 @@ def logs(path):
 # over a few keys is expanded into variants too, named by Snakemake's Paramspace.
 def _variants():
     grid = config.get("grid") or {}
-    points = pd.DataFrame(list(itertools.product(*grid.values())), columns=list(grid))
+    # Paramspace reads rows as named tuples: its columns must be identifiers, not "train.x"
+    columns = [key.replace(".", "_") for key in grid]
+    points = pd.DataFrame(list(itertools.product(*grid.values())), columns=columns)
     names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
     overrides = {**settings.grid_overrides(grid, names if grid else []), **config["variants"]}
     try:
@@ -254,8 +256,12 @@ APPLY = _apply_setup()
 APPLIED = APPLY["out"] if APPLY else results("applied")
 
 
+def apply_source_of(image):
+    return source_of(image, APPLY["folder"], APPLY["images"], ".apply-sources")
+
+
 def apply_source(wildcards):
-    return source_of(wildcards.image, APPLY["folder"], APPLY["images"], ".apply-sources")
+    return apply_source_of(wildcards.image)
 
 
 def apply_usable(wildcards):
