@@ -1,9 +1,10 @@
 """How long Snakemake takes to plan a run (`snakemake -n`) on a folder of many images.
 
 Images are listed at parse time without being decoded (tessera.images.discover), so planning
-should take seconds even for a large folder; the decoding happens in the patch jobs.
+should take seconds even for a large folder; the decoding happens in the patch jobs. With
+--apply, the folder is the one `snakemake apply` runs the model over (the sample images train).
 
-    python bench/discovery.py [--images 1000] [--repeat 3]
+    python bench/discovery.py [--images 1000] [--repeat 3] [--apply]
 """
 
 import argparse
@@ -38,6 +39,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--apply", action="store_true", help="plan `snakemake apply` on the folder")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -60,12 +62,13 @@ def main():
             str(tmp / "work"),
             "--configfile",
             str(REPO / "config" / "config.yaml"),
-            "--config",
-            f"images={folder}",
             "-n",
             "--quiet",
-            "all",
         ]
+        if args.apply:
+            cmd = [*cmd[:3], "apply", *cmd[3:], "--config", f"apply={{images: '{folder}'}}"]
+        else:
+            cmd += ["all", "--config", f"images={folder}"]
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
@@ -75,10 +78,11 @@ def main():
                 sys.exit(f"snakemake -n failed:\n{proc.stderr[-3000:]}")
         jobs = next(ln.split()[-1] for ln in proc.stdout.splitlines() if ln.startswith("total"))
 
+    what = "snakemake apply -n" if args.apply else "snakemake -n"
     print(f"images: {args.images} (JPEG, 64x48)")
     print(f"listing them (tessera.images.discover): {listing:.3f} s")
     print(
-        f"snakemake -n ({jobs} jobs planned before the split checkpoint): "
+        f"{what} ({jobs} jobs planned before the checkpoints): "
         f"median {statistics.median(times):.2f} s, best {min(times):.2f} s of {args.repeat}"
     )
 

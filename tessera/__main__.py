@@ -134,6 +134,12 @@ def run_apply(args):
     with _native_stderr_quiet():
         import keras  # noqa: F401
 
+    import tqdm
+
+    def bar(items):
+        # a bar over images on a terminal only: a log file gets the summary line
+        return tqdm.tqdm(items, unit="image", file=sys.stderr, disable=not sys.stderr.isatty())
+
     done = apply.apply_folder(
         args.model,
         args.input,
@@ -146,7 +152,8 @@ def run_apply(args):
         batch_size=args.batch_size,
         ensemble=args.ensemble,
         max_megapixels=args.max_megapixels,
-        warn=lambda line: print(f"tessera apply: warning: {line}", file=sys.stderr),
+        progress=bar,
+        warn=lambda line: tqdm.tqdm.write(f"tessera apply: warning: {line}", file=sys.stderr),
     )
     written = len(done.records)
     skipped = f"{len(done.skipped)} skipped, listed in {done.skipped_tsv}"

@@ -163,11 +163,7 @@ def predict(
 ):
     """The model's float32 output for a uint8 image, tiled as the workflow tiles; returns
     (output, plan)."""
-    plan_of = functools.partial(rec.plan_for, summary=summary, tile=tile, margin=margin, mode=mode)
-    plan = plan_of(image)
-    if ensemble:
-        return rec.self_ensemble(model, image, plan_of, batch_size), plan
-    return rec.reconstruct(model, image, plan, batch_size), plan
+    return rec.tiled(model, image, summary, tile, margin, mode, batch_size, ensemble)
 
 
 def apply_image(

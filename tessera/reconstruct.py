@@ -185,6 +185,16 @@ def plan_for(image, summary, tile, margin, mode):
     return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode)
 
 
+def tiled(model, image, summary, tile, margin, mode, batch_size, ensemble=False):
+    """The model's float32 output for a uint8 image, tile by tile (averaged over the 8 flips and
+    turns when ensemble is set); returns (output, plan)."""
+    plan_of = functools.partial(plan_for, summary=summary, tile=tile, margin=margin, mode=mode)
+    plan = plan_of(image)
+    if ensemble:
+        return self_ensemble(model, image, plan_of, batch_size), plan
+    return reconstruct(model, image, plan, batch_size), plan
+
+
 def model_input(clean, image_id, task):
     """What the model is given for an image: the image itself, or in denoise mode a noisy copy
     whose noise is fixed by the task's seed and the image's id."""
@@ -211,13 +221,9 @@ def run(
     model, summary = load(model_path, summary_path)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given = model_input(clean, image_id, task)
-    plan_of = functools.partial(plan_for, summary=summary, tile=tile, margin=margin, mode=mode)
-    plan = plan_of(clean)
     started = time.perf_counter()
-    if ensemble:
-        rebuilt = to_uint8(self_ensemble(model, given, plan_of, batch_size))
-    else:
-        rebuilt = to_uint8(reconstruct(model, given, plan, batch_size))
+    output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
+    rebuilt = to_uint8(output)
     seconds = time.perf_counter() - started
     save_png(rebuilt, out_png)
     record = {

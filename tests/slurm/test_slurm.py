@@ -112,7 +112,7 @@ def _jobs_in_group_log(work, group):
 def test_every_output_exists(runs):
     work, _ = runs["grouped"]
     r = work / "results"
-    expected = [r / "dataset" / f for f in ("train.npy", "val.npy", "split.tsv")]
+    expected = [r / "dataset" / "split.tsv"]
     expected += [r / "model" / f for f in ("model.keras", "history.tsv", "summary.json")]
     expected += [r / "report" / f for f in ("index.html", "loss.tsv", "metrics.tsv", "loss.png")]
     for name in IMAGES:
