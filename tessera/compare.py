@@ -124,23 +124,11 @@ def compare_table(names, flats, keys, scored, summaries, best):
 
 def plot_losses(histories, out_png):
     """Every variant's validation loss per epoch on one log-scale plot ({name: history table})."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    curves = {}
     for name, table in histories.items():
         col, label = ("val_loss", name) if "val_loss" in table else ("loss", f"{name} (training)")
-        ax.plot(table["epoch"], table[col], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
+        curves[label] = (table["epoch"], table[col])
+    report.plot_curves(curves, "validation loss", out_png)
 
 
 def _slug(name):

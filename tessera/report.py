@@ -79,24 +79,33 @@ def verdicts(rows, summary):
     return out
 
 
-def plot_loss(table, out_png):
+def plot_curves(curves, ylabel, out_png):
+    """Loss curves ({label: (epochs, values)}) on one log-scale plot, written to out_png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for col, label in (("loss", "training"), ("val_loss", "validation")):
-        if col in table:
-            ax.plot(table["epoch"], table[col], marker="o", label=label)
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, marker="o", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
+
+
+def plot_loss(table, out_png):
+    curves = {
+        label: (table["epoch"], table[col])
+        for col, label in (("loss", "training"), ("val_loss", "validation"))
+        if col in table
+    }
+    plot_curves(curves, "loss", out_png)
 
 
 def _save(array, path):
