@@ -108,8 +108,8 @@ def run_size(n, steps, tmp):
     }
     (work / "scale.yaml").write_text(yaml.safe_dump(config))
     cmd = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-        "--cores", "2", "--configfile", str(work / "scale.yaml"), "results/model/model.keras",
+        sys.executable, "-m", "snakemake", "results/model/model.keras", "-s", str(REPO / "Snakefile"),
+        "-d", str(work), "--cores", "2", "--configfile", str(work / "scale.yaml"),
     ]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -145,12 +145,12 @@ def plan_time(n, tmp):
     make_folder(folder, n)
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp / "planwork"),
-        "--config", f"images={folder}", "-n", "--quiet", "all",
+        "--configfile", str(REPO / "config" / "config.yaml"), "--config", f"images={folder}", "-n",
     ]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
-        sys.exit(f"snakemake -n failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"snakemake -n failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return time.perf_counter() - started
 
 

@@ -59,12 +59,13 @@ class NpyFiles:
         return len(self.paths)
 
     def _fd(self, i):
-        fd = self._fds.pop(i, None)
-        if fd is None:
-            fd = os.open(self.paths[i], os.O_RDONLY)
-            if len(self._fds) >= self.open_files:
-                os.close(self._fds.popitem(last=False)[1])
-        self._fds[i] = fd
+        fd = self._fds.get(i)
+        if fd is not None:
+            self._fds.move_to_end(i)
+            return fd
+        if len(self._fds) >= self.open_files:
+            os.close(self._fds.popitem(last=False)[1])
+        fd = self._fds[i] = os.open(self.paths[i], os.O_RDONLY)
         return fd
 
     def read(self, i, start, count, out=None):
@@ -75,6 +76,19 @@ class NpyFiles:
         done = os.preadv(self._fd(i), [memoryview(out).cast("B")], self.offsets[i] + start * row)
         if done != out.nbytes:
             raise OSError(f"{self.paths[i]}: file shorter than its header says")
+        return out
+
+    def gather(self, files, rows):
+        """One row of each given file (files[k], rows[k]), as one array: a pread per row, straight
+        into the array, with the byte offsets worked out at once."""
+        shape = self.shapes[files[0]][1:] if len(files) else (0,)
+        size = int(np.prod(shape))
+        out = np.empty((len(files), *shape), np.uint8)
+        where = np.asarray(self.offsets, np.int64)[files] + np.asarray(rows, np.int64) * size
+        buf = memoryview(out).cast("B")
+        for k, (f, offset) in enumerate(zip(files.tolist(), where.tolist())):
+            if os.preadv(self._fd(f), [buf[k * size : (k + 1) * size]], offset) != size:
+                raise OSError(f"{self.paths[f]}: file shorter than its header says")
         return out
 
     def close(self):
@@ -94,6 +108,9 @@ class InMemory:
 
     def __len__(self):
         return len(self.arrays)
+
+    def gather(self, files, rows):
+        return np.stack([self.arrays[f][r] for f, r in zip(files, rows)])
 
     def read(self, i, start, count, out=None):
         rows = self.arrays[i][start : start + count]
@@ -119,11 +136,8 @@ class Patches:
         pass  # the same patches every epoch
 
     def take(self, idx):
-        out = np.empty((len(idx), self.size, self.size, 3), np.uint8)
         files = np.searchsorted(self.starts, idx, side="right") - 1
-        for k, (f, i) in enumerate(zip(files, idx)):
-            self.reader.read(f, i - self.starts[f], 1, out[k : k + 1])
-        return out
+        return self.reader.gather(files, idx - self.starts[files])
 
 
 class Crops:

@@ -11,15 +11,21 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 CASES = {
     "train_speed.py": (["--presets", "compact", "--epochs", "2", "--patches", "256"], r"compact +\d+ +\d+ +\d\.\d+"),
+    "train_speed.py --pipeline-only": (["--patches", "512", "--epochs", "1"], r"host pipeline: [\d,]+ patches/s"),
     "tiling.py": (["--repeat", "1", "--size", "160x96"], r"\(b\) / \(a\): [\d.]+x"),
+    "scale.py": (["--sizes", "3", "4", "--steps", "2", "--plan", "20"], r"snakemake -n on 20 images: [\d.]+ s"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
-def test_bench_script_prints_its_figures(script):
-    args, expected = CASES[script]
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bench_script_prints_its_figures(case):
+    script, *options = case.split()
+    args, expected = CASES[case]
     done = subprocess.run(
-        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(BENCH / script), *options, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(expected, done.stdout), done.stdout
