@@ -63,10 +63,11 @@ def main():
             "--configfile",
             str(REPO / "config" / "config.yaml"),
             "-n",
-            "--quiet",
         ]
         if args.apply:
-            cmd = [*cmd[:3], "apply", *cmd[3:], "--config", f"apply={{images: '{folder}'}}"]
+            samples = REPO / "resources" / "sample_images"
+            apply = f"apply={{images: '{folder}'}}"
+            cmd = [*cmd[:3], "apply", *cmd[3:], "--config", f"images={samples}", apply]
         else:
             cmd += ["all", "--config", f"images={folder}"]
         times = []
