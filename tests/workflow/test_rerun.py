@@ -198,7 +198,11 @@ def rules(jobs):
 
 def plan(work, *args):
     """The jobs a dry run plans, checked against Snakemake's own count of them."""
-    out = run_in(work, "-n", *args)
+    return planned(run_in(work, "-n", *args))
+
+
+def planned(out):
+    """The jobs a dry run's output lists, checked against Snakemake's own count of them."""
     text = out.stdout + out.stderr
     jobs = jobs_in(text)
     if "Nothing to be done" in text:
