@@ -44,9 +44,9 @@ def _workdir(root):
 SHIPPED = [cluster.SLURM_PROFILE, cluster.TEST_PROFILE]
 
 
-def test_the_shipped_profile_plans_a_cluster_run(tmp_path):
-    # No scheduler needed: a dry run shows what each job would ask SLURM for.
-    work = _workdir(tmp_path / "work")
+def planned_asks(work):
+    """(rule, group, resources) of each job a dry run of the shipped profile plans. No scheduler
+    needed: a dry run shows what each job would ask SLURM for."""
     dry = cluster.submit(work, work / "tiny.yaml", [cluster.SLURM_PROFILE], "-n", timeout=300)
     assert dry.returncode == 0, dry.output[-3000:]
     asks, rule, group = [], None, None
@@ -57,6 +57,23 @@ def test_the_shipped_profile_plans_a_cluster_run(tmp_path):
             rule, group = m.group(2), group if m.group(1) else None
         elif m := re.match(r"\s+resources: (.*)$", line):
             asks.append((rule, group, dict(kv.split("=", 1) for kv in m.group(1).split(", "))))
+    return asks
+
+
+def test_each_variants_training_is_its_own_gpu_job(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    variants = {"a": {}, "b": {"train": {"learning_rate": 0.004}}}
+    tiny_config(work / "tiny.yaml", tiny_images(work / "images"), variants=variants)
+    trains = [res for rule, group, res in planned_asks(work) if rule == "train"]
+    assert len(trains) == 2
+    for res in trains:
+        assert res["gpu"] == "1" and res["slurm_partition"] == "YOUR_GPU_PARTITION"
+
+
+def test_the_shipped_profile_plans_a_cluster_run(tmp_path):
+    work = _workdir(tmp_path / "work")
+    asks = planned_asks(work)
     by_rule = {}
     for rule, group, res in asks:
         by_rule.setdefault(rule, []).append((group, res))
