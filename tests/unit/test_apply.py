@@ -120,7 +120,8 @@ def test_tiled_output_equals_the_model_on_the_whole_image(trained, tmp_path):
         tmp_path / "a.json", tile=TILE, batch_size=3,
     )  # fmt: skip
     written = np.asarray(Image.open(tmp_path / "a.out.png"))
-    assert np.array_equal(written, rec.to_uint8(output.copy()))
+    # a second run of the model may round a value the other way at the last 8-bit level
+    assert np.abs(written.astype(int) - rec.to_uint8(output.copy())).max() <= 1
     on_disk = json.loads((tmp_path / "a.json").read_text())
     assert on_disk == record
     assert (record["image"], record["width"], record["height"]) == ("a.png", 70, 101)
@@ -138,7 +139,8 @@ def test_an_exif_rotated_photo_is_processed_upright(trained, tmp_path):
     with Image.open(tmp_path / "o.png") as out:
         assert out.size == (36, 60) == (record["width"], record["height"])
     output, _ = apply.predict(model, summary, upright, tile=TILE, mode="blend")
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), rec.to_uint8(output))
+    written = np.asarray(Image.open(tmp_path / "o.png")).astype(int)
+    assert np.abs(written - rec.to_uint8(output)).max() <= 1  # upright, not the file's turn
 
 
 def test_a_single_file_is_named_after_itself(trained, tmp_path):
