@@ -246,9 +246,11 @@ def layer_radius(model):
 
 # An output pixel counts as reached when the impulse changes it by more than this share of the
 # output's scale. Kernel libraries that sum in another order (oneDNN on CPUs with and without
-# AVX-512, GPUs) differ by a few units in the last place of float32, about 1e-7 of the output's
-# scale, everywhere; the weakest real response at the edge of a preset's reach is about 5e-4 of
-# it. 1e-5 sits about fifty times away from both.
+# AVX-512, GPUs) change every output by a few units in float32's last place: 3.4e-7 of the
+# output's scale was seen beyond compact's reach, while at its edge an impulse still changes the
+# output by 7.4e-4 of it (dncnn) to 4e-2 (compact), with the weights of seed 0:
+# `python bench/radius.py` prints both. 1e-5 sits about thirty times above the one and seventy
+# times below the other.
 PROBE_RTOL = 1e-5
 PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB at most
 
