@@ -20,6 +20,7 @@ from keras import ops
 
 from tessera import noise
 from tessera.images import DIHEDRAL, dihedral
+from tessera.patches import grid_positions
 
 # Gaussian noise values the device draws its training noise from (64 MB at most); each patch
 # takes a window at a random offset, so no two share a noise field in practice.
@@ -27,7 +28,8 @@ NOISE_BANK = 2**22
 
 
 def npy_layout(path):
-    """Where an .npy file's data starts, its shape and dtype, from its header alone."""
+    """Where an .npy file's data starts, and its shape, from its header alone (it must hold
+    C-ordered uint8, as the patches stage writes)."""
     with open(path, "rb") as f:
         major, _ = np.lib.format.read_magic(f)
         read = (
@@ -49,9 +51,9 @@ class NpyFiles:
     def __init__(self, paths, open_files=None):
         self.paths = [str(p) for p in paths]
         layouts = [npy_layout(p) for p in self.paths]
-        self.offsets = [o for o, _ in layouts]
+        self.offsets = np.array([o for o, _ in layouts], np.int64)
         self.shapes = [s for _, s in layouts]
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.open_files = open_files or max(16, min(1024, soft // 2))
         self._fds = OrderedDict()
 
@@ -68,12 +70,13 @@ class NpyFiles:
         fd = self._fds[i] = os.open(self.paths[i], os.O_RDONLY)
         return fd
 
-    def read(self, i, start, count, out=None):
-        """Rows start .. start + count - 1 of file i (into out, an array of that shape, if given)."""
+    def read(self, i, start, count):
+        """Rows start .. start + count - 1 of file i."""
         shape = self.shapes[i][1:]
-        out = np.empty((count, *shape), np.uint8) if out is None else out
+        out = np.empty((count, *shape), np.uint8)
         row = int(np.prod(shape))
-        done = os.preadv(self._fd(i), [memoryview(out).cast("B")], self.offsets[i] + start * row)
+        offset = int(self.offsets[i]) + start * row
+        done = os.preadv(self._fd(i), [memoryview(out).cast("B")], offset)
         if done != out.nbytes:
             raise OSError(f"{self.paths[i]}: file shorter than its header says")
         return out
@@ -84,7 +87,7 @@ class NpyFiles:
         shape = self.shapes[files[0]][1:] if len(files) else (0,)
         size = int(np.prod(shape))
         out = np.empty((len(files), *shape), np.uint8)
-        where = np.asarray(self.offsets, np.int64)[files] + np.asarray(rows, np.int64) * size
+        where = self.offsets[files] + np.asarray(rows, np.int64) * size
         buf = memoryview(out).cast("B")
         for k, (f, offset) in enumerate(zip(files.tolist(), where.tolist())):
             if os.preadv(self._fd(f), [buf[k * size : (k + 1) * size]], offset) != size:
@@ -112,12 +115,8 @@ class InMemory:
     def gather(self, files, rows):
         return np.stack([self.arrays[f][r] for f, r in zip(files, rows)])
 
-    def read(self, i, start, count, out=None):
-        rows = self.arrays[i][start : start + count]
-        if out is None:
-            return rows.copy()
-        out[...] = rows
-        return out
+    def read(self, i, start, count):
+        return self.arrays[i][start : start + count].copy()
 
 
 class Patches:
@@ -173,12 +172,6 @@ class Crops:
             y, x = self.positions[f][i - self.starts[f]]
             out[k] = self.reader.read(f, y, s)[:, x : x + s]
         return out
-
-
-def grid_positions(height, width, size, stride):
-    """Top-left corners of the patch grid, in the order tessera.patches.extract cuts them."""
-    ys, xs = np.arange(0, height - size + 1, stride), np.arange(0, width - size + 1, stride)
-    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def evenly(counts, limit):

@@ -28,12 +28,10 @@ def extract(image, size, stride, max_patches=None, seed=0):
     return np.ascontiguousarray(view).reshape(n, size, size, c)
 
 
-def grid_count(height, width, size, stride, max_patches=None):
-    """How many patches extract() cuts from an image of this size."""
-    if height < size or width < size:
-        return 0
-    n = ((height - size) // stride + 1) * ((width - size) // stride + 1)
-    return n if max_patches is None else min(n, max_patches)
+def grid_positions(height, width, size, stride):
+    """Top-left corners of the patch grid, in the order extract() cuts the patches."""
+    ys, xs = np.arange(0, height - size + 1, stride), np.arange(0, width - size + 1, stride)
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def run(
@@ -63,7 +61,8 @@ def run(
         patches = np.zeros((0, size, size, 3), dtype=np.uint8)
         info.update(status="skipped", reason=e.reason, patches=0)
     else:
-        count = grid_count(image.shape[0], image.shape[1], size, stride, max_patches)
+        count = len(grid_positions(image.shape[0], image.shape[1], size, stride))
+        count = count if max_patches is None else min(count, max_patches)
         if sampling == "random":
             patches = image if count else np.zeros((0, size, size, 3), dtype=np.uint8)
         else:

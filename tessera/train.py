@@ -14,6 +14,7 @@ import numpy as np
 
 from tessera import TesseraError, backend, models
 from tessera.measure import collapsed
+from tessera.split import read_table
 from tessera.batches import (
     Batches,
     Crops,
@@ -31,9 +32,9 @@ class Clock(keras.callbacks.Callback):
     """Measures training throughput and stops after the epoch whose successor would overrun the
     wall-clock budget (minutes; None for none)."""
 
-    def __init__(self, n, minutes):
+    def __init__(self, n, minutes, validation):
         super().__init__()
-        self.n, self.minutes = n, minutes
+        self.n, self.minutes, self.validation = n, minutes, validation
         self.seconds, self.started, self.began, self.done, self.stopped_at = [], 0, None, 0, None
 
     def on_train_begin(self, logs=None):
@@ -42,11 +43,10 @@ class Clock(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.trained = time.perf_counter()  # the epoch's training, without its validation
-
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(self.trained - self.started)
+        # the epoch's training alone: the validation callback runs before this one, and times
+        # itself (a per-batch hook would make Keras wait for the device after every step)
+        self.seconds.append(time.perf_counter() - self.started - self.validation.seconds)
         self.done += 1
         elapsed = time.perf_counter() - self.began
         if self.minutes and elapsed * (self.done + 1) / self.done > self.minutes * 60:
@@ -159,10 +159,13 @@ class Validation(keras.callbacks.Callback):
     def __init__(self, core, given, target, loss):
         super().__init__()
         self.core, self.given, self.target, self.loss = core, given, target, loss
+        self.seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
         batches = in_batches(self.given, self.target)
         logs["val_loss"] = evaluate(self.core, batches, self.loss)["model"]
+        self.seconds = time.perf_counter() - started
 
 
 def _strategy(settings, log):
@@ -277,9 +280,7 @@ def compiled_model(settings, data, task, log):
 def load_data(split_tsv, patch_files, data, seed):
     """The training patches as a source to draw batches from, and the validation patches (uint8,
     at most data["max_val_patches"]), from the per-image files the split table names."""
-    import pandas as pd
-
-    table = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
+    table = read_table(split_tsv)
     table = table[table.patches > 0]
     files = {
         side: [patch_files[i] for i in table.image[table.split == side]]
@@ -388,8 +389,8 @@ def train(
         drop_remainder=len(used) > 1,
         steps=settings.get("steps_per_epoch"),
     )
-    clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"))
     validation = Validation(core, val_in, val_target, settings["loss"])
+    clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)
     callbacks = _callbacks(settings, resume, clock, validation, len(batches))
     wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
     if clock.stopped_at:
