@@ -231,8 +231,8 @@ def seams(row, naive_png, naive_json, out_dir, report_dir, thumb):
 def warnings_for(table, summary):
     out = list(summary.get("flags", []))
     ratio = table.loc[table.split == "val", "contrast_ratio"]
-    if len(ratio) and collapsed(ratio.mean(), "the validation images"):
-        out.append(collapsed(ratio.mean(), "the validation images"))
+    flat = collapsed(ratio.mean(), "the validation images") if len(ratio) else None
+    out += [flat] if flat else []
     if summary.get("stopped_by_budget"):
         out.append(
             f"training stopped after {summary['epochs']} epochs at its time budget "

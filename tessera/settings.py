@@ -147,8 +147,6 @@ def variant_configs(config, schema, overrides):
     VARIANT_SECTIONS merged in, checked as the base config is (errors name the variant)."""
     import copy
 
-    import jsonschema
-
     base = {k: v for k, v in config.items() if k not in ("variants", "grid")}
     out = {}
     for name, override in overrides.items():
@@ -169,8 +167,6 @@ def variant_configs(config, schema, overrides):
             check(merged)
         except TesseraError as e:
             raise TesseraError(f"{where}.{e}") from None
-        except jsonschema.exceptions.ValidationError as e:  # pragma: no cover - validate wraps it
-            raise TesseraError(f"{where}: {e.message}") from None
         out[name] = merged
     return out
 
