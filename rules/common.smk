@@ -1,4 +1,5 @@
 # Image discovery, variants, output paths, input functions and code versions shared by every stage.
+import functools
 import itertools
 import os
 import re
@@ -7,7 +8,6 @@ import pandas as pd
 from snakemake.utils import Paramspace
 
 from tessera import TesseraError, codeversion, images, settings
-from tessera import apply as applying
 
 
 def stop(error):
@@ -29,12 +29,14 @@ def logs(path):
 # sharing the patches, split and baselines of every variant whose settings for them agree. A grid
 # over a few keys is expanded into variants too, named by Snakemake's Paramspace.
 def _variants():
-    grid = config.get("grid") or {}
-    # Paramspace reads rows as named tuples: its columns must be identifiers, not "train.x"
-    columns = [key.replace(".", "_") for key in grid]
-    points = pd.DataFrame(list(itertools.product(*grid.values())), columns=columns)
-    names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
-    overrides = {**settings.grid_overrides(grid, names if grid else []), **config["variants"]}
+    grid = config["grid"]
+    names = []
+    if grid:
+        # Paramspace reads rows as named tuples: its columns must be identifiers, not "train.x"
+        columns = [key.replace(".", "_") for key in grid]
+        points = pd.DataFrame(list(itertools.product(*grid.values())), columns=columns)
+        names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
+    overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
     try:
         return settings.variant_configs(config, config_schema, overrides)
     except TesseraError as e:
@@ -74,24 +76,24 @@ else:
     PATCHES, SPLIT, BASELINES, RUN = "patches", "dataset", "baselines", ""
 
 
-def keys_of(wildcards):
+def _lookup(wildcards):
+    """(shared-stage keys, configuration) of a job: its variant's, or those of a variant sharing
+    its stage's key; in a single run, no keys and the config itself."""
     if "variant" in wildcards.keys():
-        return KEYS[wildcards.variant]
+        return KEYS[wildcards.variant], VARIANTS[wildcards.variant]
     for k in ("bkey", "skey", "pkey"):
         if k in wildcards.keys():
-            return BY_KEY[(k, wildcards[k])][0]
-    return {}
+            return BY_KEY[(k, wildcards[k])]
+    return {}, config
+
+
+def keys_of(wildcards):
+    return _lookup(wildcards)[0]
 
 
 def conf(wildcards):
-    """The configuration a job runs with: its variant's, one sharing its stage's key, or the
-    config itself."""
-    if "variant" in wildcards.keys():
-        return VARIANTS[wildcards.variant]
-    for k in ("bkey", "skey", "pkey"):
-        if k in wildcards.keys():
-            return BY_KEY[(k, wildcards[k])][1]
-    return config
+    """The configuration a job runs with."""
+    return _lookup(wildcards)[1]
 
 
 def fill(path, wildcards):
@@ -134,28 +136,26 @@ def code(stage):
     return codeversion.code_hash(os.path.join(workflow.basedir, "scripts", f"{stage}.py"))
 
 
-def _discover(folder, recursive):
-    try:
-        settings.check(config)
-        found = images.discover(folder, recursive)
-    except TesseraError as e:
-        stop(e)
-    return {f.image_id: f.path for f in found if f.image_id}, [
-        (f.path, f.reason) for f in found if f.reason
-    ]
-
-
-def _usable(found, key):
+def _usable(found, key, folder):
     if not found:
         stop(
-            f"no image files in '{config[key]}' (looked for "
+            f"no image files in '{folder}' (looked for "
             f"{', '.join(sorted(images.IMAGE_EXTENSIONS))}); point '{key}' at a folder of images"
         )
     return found
 
 
-IMAGES, SKIPPED = _discover(config["images"], config["recursive"])
-_usable(IMAGES, "images")
+def _discover():
+    try:
+        settings.check(config)
+        found = images.discover(config["images"], config["recursive"])
+    except TesseraError as e:
+        stop(e)
+    usable = _usable({f.image_id: f.path for f in found if f.image_id}, "images", config["images"])
+    return usable, [(f.path, f.reason) for f in found if f.reason]
+
+
+IMAGES, SKIPPED = _discover()
 
 
 def source_of(image, folder=None, known=None, links=".sources"):
@@ -186,12 +186,25 @@ def split_table(keys):
     return checkpoints.split.get(**({"skey": keys["skey"]} if VARIANTS else {})).output.tsv
 
 
-def usable_of(keys):
-    """Images that decoded, read from the split table once the split checkpoint has run."""
+@functools.lru_cache
+def _sides(path, mtime_ns):
+    """{image: side} of the usable images of a split table, read once per version of the file:
+    several input functions of a job, and several jobs, ask for it."""
     from tessera.split import read_table
 
-    table = read_table(split_table(keys))
-    return [i for i in table.image[table.split != "skipped"] if i in IMAGES]
+    table = read_table(path)
+    usable = table[(table.split != "skipped") & table.image.isin(IMAGES)]
+    return dict(zip(usable.image, usable.split))
+
+
+def sides_of(keys):
+    path = split_table(keys)
+    return _sides(path, os.stat(path).st_mtime_ns)
+
+
+def usable_of(keys):
+    """Images that decoded, read from the split table once the split checkpoint has run."""
+    return list(sides_of(keys))
 
 
 def usable_images(wildcards):
@@ -200,12 +213,9 @@ def usable_images(wildcards):
 
 def shown_image(wildcards):
     """The image the report shows rebuilt the naive way too: the first validation image."""
-    from tessera.split import read_table
-
-    table = read_table(split_table(keys_of(wildcards)))
-    usable = table[(table.split != "skipped") & table.image.isin(IMAGES)]
-    val = sorted(usable.image[usable.split == "val"])
-    return val[0] if val else sorted(usable.image)[0]
+    sides = sides_of(keys_of(wildcards))
+    val = sorted(i for i, side in sides.items() if side == "val")
+    return val[0] if val else sorted(sides)[0]
 
 
 def rebuilt(wildcards, ext, images=None):
@@ -220,6 +230,8 @@ def _apply_setup():
     a = config["apply"]
     if not a.get("images"):
         return None
+    from tessera import apply as applying  # only when applying: every snakemake call parses this
+
     model = a.get("model")
     if model is None and VARIANTS:
         stop(f"apply.model: name one of the variants ({', '.join(VARIANTS)}) or a model.keras")
@@ -232,21 +244,17 @@ def _apply_setup():
         except TesseraError as e:
             stop(f"apply.model: {e}")
         paths, c, out = [model, str(summary)], config, results("applied")
-    source = a["images"]
-    if os.path.isfile(source):
-        found = {images.image_id(os.path.basename(source)): os.path.basename(source)}
-        folder, skipped = os.path.dirname(source) or ".", []
-    elif os.path.isdir(source):
-        found, skipped = _discover(source, config["recursive"])
-        folder = source
-    else:
-        stop(f"apply.images: '{source}' is neither an image file nor a folder")
-    _usable(found, "apply.images")
+    out = a.get("output", out)
+    try:
+        folder, found, skipped = applying.inputs(a["images"], out, config["recursive"])
+    except TesseraError as e:
+        stop(f"apply.images: {e}")
+    _usable(found, "apply.images", a["images"])
     return {
         "model": paths,
         "settings": c,
-        "out": a.get("output", out),
-        "folder": folder,
+        "out": out,
+        "folder": str(folder),
         "images": found,
         "skipped": skipped,
     }

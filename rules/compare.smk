@@ -41,7 +41,7 @@ rule compare:
             {"name": v, "settings": shown_config(c), "images": usable_of(KEYS[v])}
             for v, c in VARIANTS.items()
         ],
-        sources={i: source_of(i) for i in IMAGES},
+        sources=lambda w: {i: source_of(i) for v in VARIANTS for i in usable_of(KEYS[v])},
         code=code("compare"),
     script:
         "../scripts/compare.py"

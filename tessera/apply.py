@@ -239,7 +239,9 @@ def apply_folder(
         raise TesseraError(f"input '{source}' does not exist")
     model, summary = load(model_path, summary_path)
     check_tiling(summary, tile, margin, mode, batch_size)
-    todo, skipped = _inputs(source, out_dir, recursive)
+    folder, found, skipped = inputs(source, out_dir, recursive)
+    todo = [(folder / path, image) for image, path in found.items()]
+    skipped = [(str(folder / path), reason) for path, reason in skipped]
     if out_dir.exists() and not out_dir.is_dir():
         raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
     try:
@@ -281,10 +283,13 @@ def apply_folder(
     return done
 
 
-def _inputs(source, out_dir, recursive):
-    """(path, image id) of each candidate image, and (path, reason) of each file skipped."""
+def inputs(source, out_dir, recursive=True):
+    """The images to apply a model to, found as the workflow finds them: (folder, {image id: path
+    inside the folder}, [(path inside the folder, reason skipped)]). source is one image file (its
+    folder is then its parent) or a folder."""
+    source, out_dir = Path(source), Path(out_dir)
     if source.is_file():
-        return [(source, image_id(source.name))], []
+        return source.parent, {image_id(source.name): source.name}, []
     if not source.is_dir():
         raise TesseraError(f"input '{source}' is neither an image file nor a folder")
     # Outputs written inside the input folder must not become inputs of the next run.
@@ -297,15 +302,15 @@ def _inputs(source, out_dir, recursive):
             f"output folder '{out_dir}' is the input folder: choose another one, so that outputs "
             "are not mixed with the images"
         )
-    todo, skipped = [], []
-    for found in discover(source, recursive):
-        if inside and (found.path == inside or found.path.startswith(inside + "/")):
+    found, skipped = {}, []
+    for entry in discover(source, recursive):
+        if inside and (entry.path == inside or entry.path.startswith(inside + "/")):
             continue
-        if found.image_id is None:
-            skipped.append((str(source / found.path), found.reason))
+        if entry.image_id is None:
+            skipped.append((entry.path, entry.reason))
         else:
-            todo.append((source / found.path, found.image_id))
-    return todo, skipped
+            found[entry.image_id] = entry.path
+    return source, found, skipped
 
 
 def _one_line(error, limit=None):
