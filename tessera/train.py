@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tessera import TesseraError, backend, models
+from tessera import TesseraError, backend, models, tasks
 from tessera.measure import collapsed
 from tessera.split import read_table
 from tessera.batches import (
@@ -141,12 +141,13 @@ def quality_flags(model, batches, loss, task):
             f"{mean['model']:.5f} vs {mean['mean_colour']:.5f}); train longer or pick another "
             "preset"
         )
-    if task["kind"] == "denoise":
-        figures["val_loss_noisy_input"] = mean["input"]
+    kind = tasks.get(task)
+    if not kind.input_is_target:
+        figures[f"val_loss_{kind.input_word}_input"] = mean["input"]
         if mean["model"] >= mean["input"]:
             flags.append(
-                f"no better than the noisy input itself (validation loss {mean['model']:.5f} vs "
-                f"{mean['input']:.5f})"
+                f"no better than the {kind.input_word} input itself (validation loss "
+                f"{mean['model']:.5f} vs {mean['input']:.5f})"
             )
     return figures, flags
 
@@ -273,7 +274,10 @@ def compiled_model(settings, data, task, log):
         )
         # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
         n, s = len(used), data["size"]
-        trainer((np.zeros((n, s, s, 3), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
+        channels = trainer.kind.channels
+        trainer(
+            (np.zeros((n, s, s, channels), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32))
+        )
     return core, trainer, info, used
 
 
@@ -388,6 +392,7 @@ def train(
         resume.after_epoch,
         drop_remainder=len(used) > 1,
         steps=settings.get("steps_per_epoch"),
+        task=task,
     )
     validation = Validation(core, val_in, val_target, settings["loss"])
     clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)
