@@ -297,6 +297,7 @@ def test_every_task_changes_only_the_input_and_keeps_it_aligned_with_the_target(
     # the target is the clean patch, flipped and turned by its code, and nothing else
     clean = x[..., :3].astype(np.float32)
     assert np.array_equal(target, dihedral_on_device(clean, codes, dihedral_maps(16)))
+
     # the input lies closer to its own target than to any other flip, turn or one-pixel shift of
     # it, over the batch: what the blog post's bug (input and target transformed apart) breaks
     def moved(t):

@@ -21,7 +21,11 @@ RANGES = {
 
 
 def restore(*kinds, seed=0):
-    return {"kind": "restore", "seed": seed, "degradations": [{"kind": k, **RANGES[k]} for k in kinds]}
+    return {
+        "kind": "restore",
+        "seed": seed,
+        "degradations": [{"kind": k, **RANGES[k]} for k in kinds],
+    }
 
 
 def test_the_schema_offers_exactly_the_registered_tasks_and_degradations():
@@ -64,7 +68,9 @@ def test_the_fixed_draw_takes_the_middle_of_each_range_and_the_seed_and_name():
     one = tasks.get(spec).fixed(image, spec, "a.png")[0]
     assert np.array_equal(one, tasks.get(spec).fixed(image, spec, "a.png")[0])
     assert not np.array_equal(one, tasks.get(spec).fixed(image, spec, "b.png")[0])
-    assert not np.array_equal(one, tasks.get(spec).fixed(image, restore("holes", seed=1), "a.png")[0])
+    assert not np.array_equal(
+        one, tasks.get(spec).fixed(image, restore("holes", seed=1), "a.png")[0]
+    )
 
 
 def test_holes_are_mid_gray_where_the_mask_says_and_nowhere_else():
