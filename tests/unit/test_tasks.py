@@ -112,3 +112,11 @@ def test_restore_baselines_are_those_of_its_degradations_and_beat_the_damaged_in
     assert set(tasks.get(spec).baselines(spec)) == {
         "gaussian blur", "total variation", "non-local means"
     }  # fmt: skip
+
+
+def test_every_stage_that_asks_the_task_hashes_every_task_module():
+    from tessera import codeversion
+
+    for script in ("train", "reconstruct", "baselines", "report", "compare", "apply"):
+        used = codeversion.modules_used(REPO / "scripts" / f"{script}.py")
+        assert {"tasks", *(f"task_{k}" for k in tasks.REGISTRY)} <= set(used), script
