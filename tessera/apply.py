@@ -17,6 +17,7 @@ import pandas as pd
 
 from tessera import TesseraError
 from tessera import reconstruct as rec
+from tessera.files import write_json, write_tsv
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
@@ -208,7 +209,7 @@ def apply_image(
     )
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_json(out_json, record, ensure_ascii=False)
     return record
 
 
@@ -271,15 +272,13 @@ def apply_folder(
             warn(f"skipped {path}: {e.reason}")
         else:
             done.records.append(record)
-    pd.DataFrame(done.skipped, columns=["path", "reason"]).to_csv(
-        done.skipped_tsv, sep="\t", index=False
-    )
+    write_tsv(pd.DataFrame(done.skipped, columns=["path", "reason"]), done.skipped_tsv)
     if not done.records:
         if source.is_file():
             raise TesseraError(f"cannot use '{source}': {done.skipped[0][1]}")
         why = f"{len(done.skipped)} skipped, see {done.skipped_tsv}" if done.skipped else "no files"
         raise TesseraError(f"no usable image in '{source}' ({why})")
-    pd.DataFrame(done.records).to_csv(done.metrics_tsv, sep="\t", index=False)
+    write_tsv(pd.DataFrame(done.records), done.metrics_tsv)
     return done
 
 
@@ -337,8 +336,7 @@ def check_inputs(sources, names, out_tsv, max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     with ThreadPoolExecutor(threads) as pool:
         rows = list(pool.map(check, sources.items()))
     table = pd.DataFrame(rows, columns=["image", "path", "status", "reason"])
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False)
+    write_tsv(table, out_tsv)
     return table
 
 
@@ -348,7 +346,7 @@ def write_tables(record_files, inputs_tsv, skipped, out_metrics, out_skipped):
     from tessera.split import read_table
 
     records = [json.loads(Path(f).read_text()) for f in record_files]
-    pd.DataFrame(records).to_csv(out_metrics, sep="\t", index=False)
+    write_tsv(pd.DataFrame(records), out_metrics)
     inputs = read_table(inputs_tsv)
     rows = list(skipped) + [(r.path, r.reason) for r in inputs.itertuples() if r.status != "ok"]
-    pd.DataFrame(rows, columns=["path", "reason"]).to_csv(out_skipped, sep="\t", index=False)
+    write_tsv(pd.DataFrame(rows, columns=["path", "reason"]), out_skipped)

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tessera import TesseraError, noise
+from tessera.files import write_json
 from tessera.measure import metrics, to_uint8
 from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
@@ -243,5 +244,5 @@ def run(
     }
     if given is not clean:
         record.update({f"{k}_input": v for k, v in metrics(clean, given).items()})
-    Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    write_json(out_json, record, ensure_ascii=False)
     return record

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tessera import reconstruct
+from tessera.files import atomic, write_text, write_tsv
 from tessera.images import load_image
 from tessera.measure import collapsed
 from tessera.split import read_table
@@ -95,7 +96,8 @@ def plot_curves(curves, ylabel, out_png):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png)
+    with atomic(out_png) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -111,8 +113,8 @@ def plot_loss(table, out_png):
 def _save(array, path):
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    with atomic(path) as tmp:
+        Image.fromarray(array).save(tmp)
     return path
 
 
@@ -121,8 +123,8 @@ def _thumb(array, path, size):
 
     im = Image.fromarray(array)
     im.thumbnail((size, size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, quality=90)
+    with atomic(path) as tmp:
+        im.save(tmp, quality=90)
 
 
 def _diff(a, b):
@@ -264,18 +266,18 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
     task = config["task"]
     summary = json.loads(Path(inputs["summary"]).read_text())
     losses = loss_table(inputs["history"])
-    losses.to_csv(out / "loss.tsv", sep="\t", index=False)
+    write_tsv(losses, out / "loss.tsv")
     plot_loss(losses, out / "loss.png")
 
     table = metrics_table(inputs["split"], [item["metrics"] for item in items])
-    table.to_csv(out / "metrics.tsv", sep="\t", index=False)
+    write_tsv(table, out / "metrics.tsv")
     by_id = {item["image"]: item for item in items}
     table["source"] = [by_id[i]["source"] for i in table.image]
     table["rebuilt"] = [by_id[i]["rebuilt"] for i in table.image]
 
     baselines = pd.read_csv(inputs["baselines"], sep="\t")
     rows, mean = comparison(table, baselines)
-    rows.to_csv(out / "baselines.tsv", sep="\t", index=False)
+    write_tsv(rows, out / "baselines.tsv")
     chosen = json.loads(Path(inputs["baselines_parameters"]).read_text())["parameters"]
 
     images_dir, thumb = out / "images", settings["thumbnail"]
@@ -312,5 +314,5 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         diff_gain=DIFF_GAIN,
         compare=compare,
     )
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"
