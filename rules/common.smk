@@ -8,6 +8,7 @@ import pandas as pd
 from snakemake.utils import Paramspace
 
 from tessera import TesseraError, codeversion, images, settings
+from tessera.files import check_writable
 
 
 def stop(error):
@@ -23,6 +24,13 @@ def results(path):
 
 def logs(path):
     return f"{config['logs']}/{path}"
+
+
+# A folder that cannot be written (a read-only mount, a path under a file) stops the run here in
+# one line; Snakemake would fail at the first job with its own message.
+for _key in ("results", "logs"):
+    if _problem := check_writable(config[_key], _key):
+        stop(_problem)
 
 
 # Variants: several named settings in one run, each with its own outputs under results/<variant>/,

@@ -100,5 +100,6 @@ def check_writable(folder, key):
             reason = "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else None
         except OSError:
             reason = None
-        return f"{key}: {existing} cannot be written ({reason or 'permission denied'})"
+        where = "" if existing == folder else f" in {existing}"
+        return f"{key}: {folder} cannot be written{where} ({reason or 'permission denied'})"
     return None
