@@ -24,9 +24,10 @@ DISK_ERRORS = {
 
 def temporary(path):
     """A hidden name beside path that keeps its extension (Keras, numpy, Pillow and matplotlib
-    choose the format by it), unique to this process."""
+    choose the format by it). The same for every write of path, so that a killed job's leftover
+    is overwritten by the next one, not left to pile up (one job at a time writes an output)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    return path.with_name(f".{path.name}.tmp{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -39,14 +40,21 @@ def atomic(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         _remove(tmp)
-        if e.filename in (None, str(tmp), tmp):
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        if named := naming(e, path, tmp):
+            raise named from e
         raise
-    except BaseException:
-        _remove(tmp)
-        raise
+
+
+def naming(exception, path, *aliases):
+    """The disk error behind exception as an OSError that names path (where it named none of its
+    own, or a temporary alias of path), or None if it is not a disk error."""
+    found = disk_error(exception)
+    if found is None or (found[1] and found[1] not in {str(a) for a in aliases}):
+        return None
+    code = next(k for k, v in DISK_ERRORS.items() if v == found[0])
+    return OSError(code, os.strerror(code), str(path))
 
 
 def _remove(tmp):
@@ -76,7 +84,8 @@ def disk_error(exception):
     while exception is not None and id(exception) not in seen:
         seen.add(id(exception))
         if isinstance(exception, OSError) and exception.errno in DISK_ERRORS:
-            return DISK_ERRORS[exception.errno], exception.filename
+            filename = exception.filename
+            return DISK_ERRORS[exception.errno], str(filename) if filename else None
         if "No space left on device" in str(exception):
             return DISK_ERRORS[errno.ENOSPC], getattr(exception, "filename", None)
         exception = exception.__cause__ or exception.__context__

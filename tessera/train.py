@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tessera import TesseraError, backend, models
-from tessera.files import atomic, write_json, write_tsv
+from tessera.files import atomic, naming, write_json, write_tsv
 from tessera.measure import collapsed
 from tessera.split import read_table
 from tessera.batches import (
@@ -518,8 +518,10 @@ def _save_state(folder, model, rows, keep):
         (tmp / STATE).write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)  # only after a damaged backup was passed over
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if named := naming(e, final, tmp, tmp / WEIGHTS, tmp / HISTORY, tmp / STATE):
+            raise named from e
         raise
     for old in sorted(folder.glob("epoch-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
