@@ -2,7 +2,7 @@
 and the workflow run on a small disk until it fills, then again once there is room.
 
     python bench/faults.py kills [--epochs 6]     # needs nothing special
-    python bench/faults.py disk [--sizes 0.2 0.5 0.8 0.95]   # needs root (mount -t tmpfs)
+    python bench/faults.py disk                   # needs root (mount -t tmpfs)
 
 `kills` trains the `compact` preset on patches of three sample photos in a child process
 (tessera.train.train, the training job's own call), kills it (SIGKILL) at a moment, starts it
@@ -15,8 +15,9 @@ and corrupts the weights of the ones before: the run must start over, saying so.
 forked from this process once it has imported TensorFlow (and run nothing with it), which saves
 each run the 5 to 30 s of imports of a fresh interpreter.
 
-`disk` runs the real workflow (tiny settings, results/ and logs/ on a tmpfs sized to a fraction
-of what the run needs), then grows the tmpfs and runs the same command again.
+`disk` runs the real workflow (tiny settings, results/ and logs/ on a tmpfs) with a filler file
+leaving little room, so that the patch files, then the training backup, then the report fill the
+disk; after each, it frees the room and runs the same command again, which completes.
 """
 
 import argparse
@@ -363,44 +364,62 @@ def outcome(proc, disk):
     return failed, lines, len(files)
 
 
-def disk(work, fractions=(0.1, 0.3, 0.6, 0.9), log=print):
-    """The workflow on a tmpfs of each fraction of the room a whole run takes, each from empty,
-    then grown so that the same command completes; then the same folder read-only. Rows."""
+def leave_free(folder, room):
+    """Grow or shrink a filler file on the file system of folder until about room bytes are free
+    (None: remove it)."""
+    filler = folder / "filler"
+    if room is None:
+        filler.unlink(missing_ok=True)
+        return
+    have = filler.stat().st_size if filler.exists() else 0
+    st = os.statvfs(folder)
+    size = max(0, have + st.f_bavail * st.f_frsize - room)
+    with open(filler, "ab") as f:
+        f.truncate(min(size, have))
+        if size > have:
+            os.posix_fallocate(f.fileno(), 0, size)  # real pages: a sparse file takes no room
+
+
+# (what the run is made to hit, the room left on the disk before it, extra arguments)
+STEPS = (
+    ("the patch files", 48 * 1024, ()),
+    ("the training backup", 700 * 1024, ()),
+    ("room to finish", None, ()),
+    ("the report", 16 * 1024, ("--forcerun", "report")),
+    ("room to finish", None, ()),
+)
+
+
+def disk(work, steps=STEPS, log=print):
+    """The workflow with results/ and logs/ on an 8 MB tmpfs whose room a filler file takes,
+    run again after each step with the same command. Returns a row per run; raises at the first
+    broken invariant."""
     folder = work / "disk"
     folder.mkdir(parents=True, exist_ok=True)
     cmd = workflow(work, folder)
     rows = []
-    mount(folder, 65536)
+    mount(folder, 8192)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-4000:]
-        need = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        log(f"a whole run writes {need / 1024:.0f} kB under results/ and logs/")
-        for fraction in fractions:
-            shutil.rmtree(work / ".snakemake", ignore_errors=True)
-            for sub in folder.iterdir():
-                shutil.rmtree(sub)
-            size = max(16, int(need * fraction / 1024))
-            remount(folder, f"size={size}k")
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        for hit, room, extra in steps:
+            leave_free(folder, room)
+            proc = subprocess.run(cmd + list(extra), capture_output=True, text=True, timeout=900)
             failed, lines, kept = outcome(proc, folder)
             said = [ln for ln in lines if " error: " in ln]
-            rows.append({"disk": f"{size} kB ({fraction:.0%})", "rc": proc.returncode,
-                         "failed": " ".join(failed) or "-", "files kept": kept,
-                         "message": said[0][:110] if said else "-"})  # fmt: skip
-        remount(folder, "size=65536k")
-        again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        assert again.returncode == 0, again.stderr[-4000:]
+            if room is None:
+                assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+            rows.append({"run": hit, "free kB": "all" if room is None else room // 1024,
+                         "rc": proc.returncode, "failed": " ".join(failed) or "-",
+                         "files kept": kept,
+                         "message": said[0][:120] if said else "completed"})  # fmt: skip
+            log(rows[-1])
         assert (folder / "results" / "report" / "index.html").exists()
-        rows.append({"disk": "grown to 64 MB", "rc": again.returncode, "failed": "-",
-                     "files kept": outcome(again, folder)[2], "message": "completed"})  # fmt: skip
         remount(folder, "ro")
         ro = subprocess.run(cmd + ["--forcerun", "report"], capture_output=True, text=True)
         said = [ln for ln in (ro.stdout + ro.stderr).splitlines() if ln.startswith("tessera")]
         assert ro.returncode == 1 and len(said) == 1, ro.stdout + ro.stderr
         assert "read-only file system" in said[0] and "results" in said[0], said
-        rows.append({"disk": "read-only", "rc": ro.returncode, "failed": "-",
-                     "files kept": "-", "message": said[0][:110]})  # fmt: skip
+        rows.append({"run": "read-only", "free kB": "-", "rc": ro.returncode, "failed": "-",
+                     "files kept": "-", "message": said[0][:120]})  # fmt: skip
     finally:
         subprocess.run(["umount", "-l", str(folder)])
     return rows
@@ -410,7 +429,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["kills", "disk"])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.what == "kills":
@@ -418,7 +436,7 @@ def main():
         elif why := can_mount(Path(tmp) / "probe"):
             sys.exit(f"bench/faults.py disk: {why}")
         else:
-            print(pd.DataFrame(disk(Path(tmp), args.fractions)).to_string(index=False))
+            print(pd.DataFrame(disk(Path(tmp), log=lambda row: None)).to_string(index=False))
 
 
 if __name__ == "__main__":

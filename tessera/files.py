@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 # The errors a user fixes on their side (free space, a writable folder), said in one line.
@@ -20,6 +21,9 @@ DISK_ERRORS = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EFBIG: "file too large",
 }
+
+
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 
 def temporary(path):
@@ -86,7 +90,9 @@ def disk_error(exception):
         if isinstance(exception, OSError) and exception.errno in DISK_ERRORS:
             filename = exception.filename
             return DISK_ERRORS[exception.errno], str(filename) if filename else None
-        if "No space left on device" in str(exception):
+        # numpy's tofile reports a full disk as a short write ("76032 requested and 49024
+        # written"), with no errno; h5py and others put the C library's text in their own
+        if "No space left on device" in str(exception) or _SHORT_WRITE.search(str(exception)):
             return DISK_ERRORS[errno.ENOSPC], getattr(exception, "filename", None)
         exception = exception.__cause__ or exception.__context__
     return None

@@ -33,9 +33,10 @@ def test_training_killed_at_any_moment_resumes_with_every_epoch_once(tmp_path):
 def test_a_full_disk_fails_in_one_line_and_the_same_command_then_completes(tmp_path):
     if why := faults.can_mount(tmp_path / "probe"):
         pytest.skip(why)
-    rows = faults.disk(tmp_path, fractions=(0.1, 0.5, 0.9))
+    rows = faults.disk(tmp_path)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     failed = table[table.failed != "-"]
-    assert len(failed) >= 2, table  # the disk did fill, in more than one stage's writes
+    # the disk did fill, in the writes of more than one stage
+    assert len(set(" ".join(failed.failed).split())) >= 2, table
     assert failed.message.str.contains("no space left on device writing").all(), table
