@@ -277,6 +277,9 @@ def shared_gpu(log=print, lock_dir=None, poll=1.0):
 
     pool = gpu_ids()
     if not pool:
+        if os.environ.get("SLURM_JOB_ID") and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            # SLURM gave this job no GPU: the node's GPUs belong to other jobs
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         yield None
         return
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # jax

@@ -2,6 +2,7 @@
 real processes and real file locks: each job below is a Python process that claims GPUs, says
 which it got and holds them until the test lets it go."""
 
+import ast
 import os
 import select
 import subprocess
@@ -22,7 +23,7 @@ claim = (
     else backend.shared_gpu(log=log, lock_dir=lock_dir, poll=0.05)
 )
 with claim as got:
-    print("GOT", got, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
+    print("GOT", repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
     while not os.path.exists(release):
         time.sleep(0.05)
 """
@@ -30,6 +31,7 @@ with claim as got:
 # How long a job that should get its GPUs at once may take to start Python and say so; a job
 # that should wait must still be waiting after WAIT seconds (it polls every 0.05 s).
 START, WAIT = 60, 1.5
+WAITING = "still waiting"
 
 
 class Job:
@@ -44,14 +46,14 @@ class Job:
         )
 
     def got(self, timeout=START):
-        """The GPUs the job was given and its CUDA_VISIBLE_DEVICES, or None if it is still
-        waiting after timeout seconds."""
+        """The job's CUDA_VISIBLE_DEVICES once it has its GPUs (None: unset), or WAITING if it
+        is still waiting after timeout seconds."""
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
-            return None
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "GOT", line
-        return line[-1]
+            return WAITING
+        word, value = self.proc.stdout.readline().split(" ", 1)
+        assert word == "GOT", (word, value)
+        return ast.literal_eval(value)
 
     def done(self):
         self.release.touch()
@@ -80,9 +82,9 @@ def test_two_trainings_get_different_gpus_and_a_third_waits_until_one_is_let_go(
     a = jobs("a", CUDA_VISIBLE_DEVICES="0,1")
     gpu_a = a.got()
     b = jobs("b", CUDA_VISIBLE_DEVICES="0,1")
-    assert b.got() not in (None, gpu_a)
+    assert b.got() not in (WAITING, gpu_a)
     c = jobs("c", CUDA_VISIBLE_DEVICES="0,1")
-    assert c.got(WAIT) is None
+    assert c.got(WAIT) == WAITING
     a.done()
     assert c.got() == gpu_a
 
@@ -93,7 +95,7 @@ def test_local_jobs_in_a_slurm_allocation_share_out_its_gpus(jobs):
     a, b = jobs("a", **alloc), jobs("b", **alloc)
     assert {a.got(), b.got()} == {"0", "1"}
     c = jobs("c", **alloc)
-    assert c.got(WAIT) is None
+    assert c.got(WAIT) == WAITING
 
 
 def test_slurm_jobs_with_gpus_of_their_own_never_wait_for_each_other(jobs):
@@ -107,8 +109,9 @@ def test_slurm_jobs_with_gpus_of_their_own_never_wait_for_each_other(jobs):
 
 
 def test_a_slurm_job_without_gpus_is_given_none(jobs):
-    a = jobs("a", SLURM_JOB_ID="1")
-    assert a.got() == "None"  # CUDA_VISIBLE_DEVICES stays unset: no GPU is taken
+    assert jobs("a", SLURM_JOB_ID="1").got() is None  # training: no GPU to claim, none hidden
+    # an inference job that SLURM gave no GPU must not use the node's GPUs, other jobs' GPUs
+    assert jobs("r", kind="infer", SLURM_JOB_ID="1").got() == ""
 
 
 def test_inference_jobs_share_a_gpu_that_training_holds_alone(jobs):
@@ -116,12 +119,12 @@ def test_inference_jobs_share_a_gpu_that_training_holds_alone(jobs):
     r1, r2 = jobs("r1", kind="infer", **one), jobs("r2", kind="infer", **one)
     assert r1.got() == "0" and r2.got() == "0"
     t = jobs("t", **one)
-    assert t.got(WAIT) is None
+    assert t.got(WAIT) == WAITING
     r1.done()
     r2.done()
     assert t.got() == "0"
     r3 = jobs("r3", kind="infer", **one)
-    assert r3.got(WAIT) is None
+    assert r3.got(WAIT) == WAITING
     t.done()
     assert r3.got() == "0"
 
