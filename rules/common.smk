@@ -56,8 +56,10 @@ def _keys(c):
 def settings_of(c, section, *leave_out):
     """A config section for a rule's params, without its thread count: threads reach the job
     through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
-    belong to another stage's work are left out too, so changing them does not rerun this one."""
-    return {k: v for k, v in c[section].items() if k not in ("threads", *leave_out)}
+    belong to another stage's work are left out too, so changing them does not rerun this one.
+    train.require_gpu, which only stops a job, reaches training as a resource (the SLURM profile
+    sets it: moving a run to the cluster must not retrain it)."""
+    return {k: v for k, v in c[section].items() if k not in ("threads", "require_gpu", *leave_out)}
 
 
 KEYS = {name: _keys(c) for name, c in VARIANTS.items()}

@@ -1,3 +1,17 @@
+def cost_files(wildcards):
+    """(stage, benchmark file) of every job the report stands on (its own is written after it)."""
+    bench = lambda path: fill(logs(f"benchmarks/{path}"), wildcards)
+    run = lambda path: bench(f"{RUN}{path}").replace("{variant}", wildcards.get("variant", ""))
+    images = usable_images(wildcards)
+    return (
+        [("patches", bench(f"{PATCHES}/{i}.tsv")) for i in IMAGES]
+        + [("split", bench(f"{SPLIT}/split.tsv")), ("train", run("train.tsv"))]
+        + [("reconstruct", run(f"reconstruct/{i}.tsv")) for i in images]
+        + [("seams", run(f"reconstruct/{shown_image(wildcards)}.naive.tsv"))]
+        + [("baselines", bench(f"{BASELINES}/baselines.tsv"))]
+    )
+
+
 rule report:
     """One offline HTML page: loss, per-image metrics, galleries, skipped inputs, provenance."""
     input:
@@ -11,6 +25,7 @@ rule report:
         sources=lambda w: [source_of(i) for i in usable_images(w)],
         naive=lambda w: rebuilt(w, "naive.png", [shown_image(w)])[0],
         naive_metrics=lambda w: rebuilt(w, "naive.json", [shown_image(w)])[0],
+        benchmarks=lambda w: [path for _, path in cost_files(w)],
     output:
         html=run_path("report/index.html"),
         loss=report(
@@ -43,6 +58,8 @@ rule report:
         ),
     log:
         logs(f"{RUN}report.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}report.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1
@@ -61,6 +78,7 @@ rule report:
             if VARIANTS
             else None
         ),
+        stages=lambda w: [stage for stage, _ in cost_files(w)],
         code=code("report"),
     script:
         "../scripts/report.py"
