@@ -226,6 +226,20 @@ def rebuilt(wildcards, ext, images=None):
     return [run_path(f"reconstructed/{i}.{ext}", wildcards.get("variant")) for i in chosen]
 
 
+def cost_files(wildcards):
+    """(stage, benchmark file) of every job the report stands on (its own is written after it)."""
+    bench = lambda path: fill(logs(f"benchmarks/{path}"), wildcards)
+    run = lambda path: bench(f"{RUN}{path}").replace("{variant}", wildcards.get("variant", ""))
+    images = usable_images(wildcards)
+    return (
+        [("patches", bench(f"{PATCHES}/{i}.tsv")) for i in IMAGES]
+        + [("split", bench(f"{SPLIT}/split.tsv")), ("train", run("train.tsv"))]
+        + [("reconstruct", run(f"reconstruct/{i}.tsv")) for i in images]
+        + [("seams", run(f"reconstruct/{shown_image(wildcards)}.naive.tsv"))]
+        + [("baselines", bench(f"{BASELINES}/baselines.tsv"))]
+    )
+
+
 # The apply target: a trained model (a variant's, this run's, or a model.keras from elsewhere)
 # run over every image of another folder.
 def _apply_setup():

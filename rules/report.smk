@@ -1,17 +1,3 @@
-def cost_files(wildcards):
-    """(stage, benchmark file) of every job the report stands on (its own is written after it)."""
-    bench = lambda path: fill(logs(f"benchmarks/{path}"), wildcards)
-    run = lambda path: bench(f"{RUN}{path}").replace("{variant}", wildcards.get("variant", ""))
-    images = usable_images(wildcards)
-    return (
-        [("patches", bench(f"{PATCHES}/{i}.tsv")) for i in IMAGES]
-        + [("split", bench(f"{SPLIT}/split.tsv")), ("train", run("train.tsv"))]
-        + [("reconstruct", run(f"reconstruct/{i}.tsv")) for i in images]
-        + [("seams", run(f"reconstruct/{shown_image(wildcards)}.naive.tsv"))]
-        + [("baselines", bench(f"{BASELINES}/baselines.tsv"))]
-    )
-
-
 rule report:
     """One offline HTML page: loss, per-image metrics, galleries, skipped inputs, provenance."""
     input:
