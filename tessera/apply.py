@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import TesseraError
+from tessera import TesseraError, models
 from tessera import reconstruct as rec
 from tessera.files import write_json, write_tsv
 from tessera.images import (
@@ -30,7 +30,6 @@ from tessera.images import (
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
 TILING_KEYS = ("size_multiple", "receptive_radius", "task")
 TASKS = ("reconstruct", "denoise")
-_HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
 
 
 @dataclass
@@ -87,10 +86,10 @@ def _check_model_file(path):
         raise TesseraError(f"model '{path}' does not exist")
     if path.is_dir():
         raise TesseraError(f"model '{path}' is a folder, not a .keras model file")
+    models.refuse_hdf5(path)
+    if path.suffix != ".keras":
+        raise TesseraError(f"model '{path}' is not a .keras file (its name must end .keras)")
     try:
-        with open(path, "rb") as f:
-            if f.read(len(_HDF5)) == _HDF5:
-                return
         # Keras' own errors for these say "File not found" or name a missing archive member.
         if not zipfile.is_zipfile(path):
             raise TesseraError(f"model '{path}' is not a Keras model (not a .keras zip archive)")
@@ -131,6 +130,8 @@ def load(model_path, summary_path=None):
     summary_path, summary = read_summary(model_path, summary_path)
     try:
         model, _ = rec.load(model_path, summary_path)
+    except TesseraError:
+        raise
     except Exception as e:
         raise TesseraError(
             f"model '{model_path}' cannot be loaded by Keras: {_one_line(e, 300)}"

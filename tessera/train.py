@@ -218,7 +218,8 @@ def check_gpu(settings, log):
         if settings.get("require_gpu"):
             raise TesseraError(
                 message.replace(": training runs on the CPU", "")
-                + "; install the GPU build of the backend, or set train.require_gpu: false"
+                + "; install the GPU build of the backend (requirements-gpu.txt, with "
+                "KERAS_BACKEND=jax), or set train.require_gpu: false"
             )
         log(f"warning: {message}")
     elif settings.get("require_gpu") and not usable:
