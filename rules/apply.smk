@@ -10,6 +10,8 @@ checkpoint apply_inputs:
         tsv=f"{APPLIED}/inputs.tsv",
     log:
         logs("apply/inputs.log"),
+    benchmark:
+        logs("benchmarks/apply/inputs.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 2
@@ -36,6 +38,8 @@ rule apply_image:
         record=f"{APPLIED}/{{image}}.json",
     log:
         logs("apply/{image}.log"),
+    benchmark:
+        logs("benchmarks/apply/{image}.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: APPLY["settings"]["reconstruct"]["threads"]
@@ -61,6 +65,8 @@ rule apply:
         skipped=f"{APPLIED}/skipped.tsv",
     log:
         logs("apply/tables.log"),
+    benchmark:
+        logs("benchmarks/apply/tables.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1

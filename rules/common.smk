@@ -8,6 +8,7 @@ import pandas as pd
 from snakemake.utils import Paramspace
 
 from tessera import TesseraError, codeversion, images, settings
+from tessera.files import check_writable
 
 
 def stop(error):
@@ -23,6 +24,13 @@ def results(path):
 
 def logs(path):
     return f"{config['logs']}/{path}"
+
+
+# A folder that cannot be written (a read-only mount, a path under a file) stops the run here in
+# one line; Snakemake would fail at the first job with its own message.
+for _key in ("results", "logs"):
+    if _problem := check_writable(config[_key], _key):
+        stop(_problem)
 
 
 # Variants: several named settings in one run, each with its own outputs under results/<variant>/,
@@ -56,8 +64,10 @@ def _keys(c):
 def settings_of(c, section, *leave_out):
     """A config section for a rule's params, without its thread count: threads reach the job
     through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
-    belong to another stage's work are left out too, so changing them does not rerun this one."""
-    return {k: v for k, v in c[section].items() if k not in ("threads", *leave_out)}
+    belong to another stage's work are left out too, so changing them does not rerun this one.
+    train.require_gpu, which only stops a job, reaches training as a resource (the SLURM profile
+    sets it: moving a run to the cluster must not retrain it)."""
+    return {k: v for k, v in c[section].items() if k not in ("threads", "require_gpu", *leave_out)}
 
 
 KEYS = {name: _keys(c) for name, c in VARIANTS.items()}
@@ -222,6 +232,20 @@ def rebuilt(wildcards, ext, images=None):
     """The reconstruction stage's files of the job's variant, for every usable image or those given."""
     chosen = usable_images(wildcards) if images is None else images
     return [run_path(f"reconstructed/{i}.{ext}", wildcards.get("variant")) for i in chosen]
+
+
+def cost_files(wildcards):
+    """(stage, benchmark file) of every job the report stands on (its own is written after it)."""
+    bench = lambda path: fill(logs(f"benchmarks/{path}"), wildcards)
+    run = lambda path: bench(f"{RUN}{path}").replace("{variant}", wildcards.get("variant", ""))
+    images = usable_images(wildcards)
+    return (
+        [("patches", bench(f"{PATCHES}/{i}.tsv")) for i in IMAGES]
+        + [("split", bench(f"{SPLIT}/split.tsv")), ("train", run("train.tsv"))]
+        + [("reconstruct", run(f"reconstruct/{i}.tsv")) for i in images]
+        + [("seams", run(f"reconstruct/{shown_image(wildcards)}.naive.tsv"))]
+        + [("baselines", bench(f"{BASELINES}/baselines.tsv"))]
+    )
 
 
 # The apply target: a trained model (a variant's, this run's, or a model.keras from elsewhere)

@@ -9,6 +9,8 @@ rule reconstruct:
         metrics=run_path("reconstructed/{image}.json"),
     log:
         logs(f"{RUN}reconstruct/{{image}}.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}reconstruct/{{image}}.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]
@@ -36,6 +38,8 @@ rule seams:
         metrics=run_path("reconstructed/{image}.naive.json"),
     log:
         logs(f"{RUN}reconstruct/{{image}}.naive.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}reconstruct/{{image}}.naive.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]

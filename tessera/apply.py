@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import TesseraError, tasks
+from tessera import TesseraError, models, tasks
 from tessera import reconstruct as rec
+from tessera.files import write_json, write_tsv
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
@@ -29,7 +30,6 @@ from tessera.images import (
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
 TILING_KEYS = ("size_multiple", "receptive_radius", "task")
 TASKS = tuple(tasks.REGISTRY)
-_HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
 
 
 @dataclass
@@ -86,10 +86,10 @@ def _check_model_file(path):
         raise TesseraError(f"model '{path}' does not exist")
     if path.is_dir():
         raise TesseraError(f"model '{path}' is a folder, not a .keras model file")
+    models.refuse_hdf5(path)
+    if path.suffix != ".keras":
+        raise TesseraError(f"model '{path}' is not a .keras file (its name must end .keras)")
     try:
-        with open(path, "rb") as f:
-            if f.read(len(_HDF5)) == _HDF5:
-                return
         # Keras' own errors for these say "File not found" or name a missing archive member.
         if not zipfile.is_zipfile(path):
             raise TesseraError(f"model '{path}' is not a Keras model (not a .keras zip archive)")
@@ -130,6 +130,8 @@ def load(model_path, summary_path=None):
     summary_path, summary = read_summary(model_path, summary_path)
     try:
         model, _ = rec.load(model_path, summary_path)
+    except TesseraError:
+        raise
     except Exception as e:
         raise TesseraError(
             f"model '{model_path}' cannot be loaded by Keras: {_one_line(e, 300)}"
@@ -208,7 +210,7 @@ def apply_image(
     )
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_json(out_json, record, ensure_ascii=False)
     return record
 
 
@@ -271,15 +273,13 @@ def apply_folder(
             warn(f"skipped {path}: {e.reason}")
         else:
             done.records.append(record)
-    pd.DataFrame(done.skipped, columns=["path", "reason"]).to_csv(
-        done.skipped_tsv, sep="\t", index=False
-    )
+    write_tsv(pd.DataFrame(done.skipped, columns=["path", "reason"]), done.skipped_tsv)
     if not done.records:
         if source.is_file():
             raise TesseraError(f"cannot use '{source}': {done.skipped[0][1]}")
         why = f"{len(done.skipped)} skipped, see {done.skipped_tsv}" if done.skipped else "no files"
         raise TesseraError(f"no usable image in '{source}' ({why})")
-    pd.DataFrame(done.records).to_csv(done.metrics_tsv, sep="\t", index=False)
+    write_tsv(pd.DataFrame(done.records), done.metrics_tsv)
     return done
 
 
@@ -337,8 +337,7 @@ def check_inputs(sources, names, out_tsv, max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     with ThreadPoolExecutor(threads) as pool:
         rows = list(pool.map(check, sources.items()))
     table = pd.DataFrame(rows, columns=["image", "path", "status", "reason"])
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False)
+    write_tsv(table, out_tsv)
     return table
 
 
@@ -348,7 +347,7 @@ def write_tables(record_files, inputs_tsv, skipped, out_metrics, out_skipped):
     from tessera.split import read_table
 
     records = [json.loads(Path(f).read_text()) for f in record_files]
-    pd.DataFrame(records).to_csv(out_metrics, sep="\t", index=False)
+    write_tsv(pd.DataFrame(records), out_metrics)
     inputs = read_table(inputs_tsv)
     rows = list(skipped) + [(r.path, r.reason) for r in inputs.itertuples() if r.status != "ok"]
-    pd.DataFrame(rows, columns=["path", "reason"]).to_csv(out_skipped, sep="\t", index=False)
+    write_tsv(pd.DataFrame(rows, columns=["path", "reason"]), out_skipped)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tessera import TesseraError, reconstruct, report, tasks
+from tessera.files import write_text, write_tsv
 from tessera.images import load_image
 
 # The noisy or damaged input is where a model starts, not a method it has to beat.
@@ -236,7 +237,7 @@ def build(variants, out_dir, crop=128):
     scored = [scores(t, pd.read_csv(v["baselines"], sep="\t")) for t, v in zip(tables, variants)]
     best = best_variant({n: s["val_psnr"] for n, s in zip(names, scored)})
     table = compare_table(names, flats, keys, scored, summaries, best)
-    table.to_csv(out / "compare.tsv", sep="\t", index=False)
+    write_tsv(table, out / "compare.tsv")
     plot_losses(
         {n: report.loss_table(v["history"]) for n, v in zip(names, variants)}, out / "loss.png"
     )
@@ -262,5 +263,5 @@ def build(variants, out_dir, crop=128):
             for k in dict.fromkeys(k for flat in flats for k in flat)
         ],
     )
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"

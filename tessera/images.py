@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from tessera import TesseraError
+from tessera.files import atomic
 
 # Extensions Pillow decodes that users keep photos and screenshots in; compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
@@ -250,8 +251,8 @@ def _to_rgb8(im):
 
 
 def save_png(array, path):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG")
+    with atomic(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 DIHEDRAL = 8  # the identity, three quarter turns, and each of them mirrored

@@ -57,6 +57,19 @@ def test_file_names_are_escaped_in_the_page():
     assert report.template().environment.autoescape("report.html.j2")
 
 
+def test_stage_costs_sum_each_stages_jobs_and_keep_the_largest_peak(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = []
+    for k, (s, rss, cpu) in enumerate([(1.5, 100, 1.0), (2.5, 300, "NA"), (10, 900, 19.5)]):
+        path = tmp_path / f"{k}.tsv"
+        path.write_text(header + f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+        files.append(path)
+    table = report.stage_costs(["patches", "patches", "train"], files).set_index("stage")
+    assert list(table.index) == ["patches", "train", "all"]
+    assert table.loc["patches"].tolist() == [2, 4.0, 300.0, 1.0]  # "NA": not measured, not 0
+    assert table.loc["all"].tolist() == [3, 14.0, 900.0, 20.5]
+
+
 def test_verdicts_say_plainly_when_the_network_harms_its_inputs_and_how_it_does_in_the_holes():
     table, _ = _tables()
     table = table.assign(psnr_holes=[25.0, 24.0, 22.0])

@@ -197,6 +197,44 @@ def test_every_file_the_report_references_exists(run):
     assert "mean (val)" in text and "mean (train)" in text
 
 
+def cost_rows(page):
+    """{stage: (jobs, wall s, peak RSS MB, CPU s)} of the report's time-and-memory table."""
+    section = page.split('<h2 id="cost">', 1)[1].split("</table>", 1)[0]
+    rows = {}
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)[1:]:
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        rows[cells[0]] = tuple(float(c) if c != "-" else None for c in cells[1:])
+    return rows
+
+
+def test_every_job_is_benchmarked_and_the_report_shows_each_stages_cost(run):
+    work, images, _ = run
+    bench = work / "logs" / "benchmarks"
+    names = sorted(p.name for p in images.iterdir())
+    files = {
+        "patches": [bench / "patches" / f"{n}.tsv" for n in names],
+        "split": [bench / "dataset" / "split.tsv"],
+        "train": [bench / "train.tsv"],
+        "reconstruct": [bench / "reconstruct" / f"{n}.tsv" for n in names],
+        "seams": list((bench / "reconstruct").glob("*.naive.tsv")),
+        "baselines": [bench / "baselines" / "baselines.tsv"],
+    }
+    assert (bench / "report.tsv").is_file()
+    rows = cost_rows((work / "results" / "report" / "index.html").read_text())
+    assert list(rows) == [*files, "all"]
+    for stage, paths in files.items():
+        tables = [pd.read_csv(p, sep="\t") for p in paths]
+        jobs, wall, rss, cpu = rows[stage]
+        assert jobs == len(paths) >= 1
+        # the page rounds wall and CPU seconds to 0.1 and memory to 1 MB
+        assert abs(wall - sum(t.s.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
+        assert abs(cpu - sum(t.cpu_time.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
+        assert abs(rss - max(t.max_rss.max() for t in tables)) <= 0.5
+        assert wall > 0 and rss > 0
+    assert rows["all"][0] == sum(len(p) for p in files.values())
+    assert rows["train"][1] > rows["split"][1]  # training is the run's longest job
+
+
 def test_a_second_run_has_nothing_to_do(run):
     work, _, _ = run
     again = snakemake(work, "--configfile", str(work / "tiny.yaml"))
