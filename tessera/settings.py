@@ -159,9 +159,10 @@ def check(config, mem_mb=None):
     train = config["train"]
     if train["batch_size"] % train["gpus"]:
         b, g = train["batch_size"], train["gpus"]
+        use = " or ".join(str(n) for n in sorted({b - b % g or g, b + g - b % g}))
         raise TesseraError(
             f"train.batch_size: {b} is not a multiple of train.gpus ({g}): each device gets an "
-            f"equal share of every batch; use {b - b % g or g} or {b + g - b % g}"
+            f"equal share of every batch; use {use}"
         )
     _check_folders(config)
     _check_memory(config, mem_mb or {})
@@ -205,6 +206,7 @@ _TYPE_WORDS = {
     "boolean": "true or false",
     "string": "a string",
     "object": "a mapping",
+    "array": "a list",
     "null": "null",
 }
 
@@ -216,7 +218,8 @@ def _allowed(sub):
     types = sub.get("type", [])
     types = [types] if isinstance(types, str) else list(types)
     if "object" in types:
-        return f"a mapping of: {', '.join(sub.get('properties', {}))}"
+        keys = ", ".join(sub.get("properties", {}))
+        return f"a mapping of: {keys}" if keys else "a mapping"
     words = [_TYPE_WORDS[t] for t in types if t != "null"]
     text = " or ".join(words) or "a value"
     if "minimum" in sub and "maximum" in sub:
@@ -252,6 +255,8 @@ def variant_configs(config, schema, overrides, mem_mb=None):
     import copy
 
     base = {k: v for k, v in config.items() if k not in ("variants", "grid")}
+    if overrides:
+        check(base, mem_mb)  # the settings every variant shares are named as themselves
     out = {}
     for name, override in overrides.items():
         where = f"variants.{name}"
