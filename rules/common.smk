@@ -255,6 +255,12 @@ def _apply_setup():
         paths = [run_path(f"model/{f}", model) for f in ("model.keras", "summary.json")]
         c, out = VARIANTS.get(model, config), run_path("applied", model)
     else:
+        if not os.path.exists(model) and "/" not in model and not model.endswith(".keras"):
+            variants = f"its variants are {', '.join(VARIANTS)}" if VARIANTS else "it has none"
+            stop(
+                f"apply.model: '{model}' is neither a variant of this run ({variants}) nor a "
+                "model.keras file; leave apply.model out for the model of a run without variants"
+            )
         try:
             summary, _ = applying.read_summary(model)
         except TesseraError as e:

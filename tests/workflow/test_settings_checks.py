@@ -3,17 +3,18 @@ naming the key; configurations drawn from the schema plan or stop so; and the wo
 outputs are never read back as images."""
 
 import re
+import shlex
 import shutil
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given, settings as hsettings
 
 from tessera import settings
-from tests.conftest import snakemake, tiny_config, tiny_images
+from tests.conftest import REPO, SAMPLES, snakemake, tiny_config, tiny_images
 from tests.drawn_configs import configs, write
 from tests.workflow.test_real_folders import one_error_line
 
-TINY_SALT = {"kind": "denoise", "noise": "salt_pepper", "rate": 0}
+SALT = {"kind": "denoise", "noise": "salt_pepper", "rate": 0}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def dry_run(work, folder, *args, **changes):
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ({"task": TINY_SALT}, "task.rate: 0 adds no salt_pepper noise"),
+        ({"task": SALT}, "task.rate: 0 adds no salt_pepper noise"),
         ({"results": ""}, "results: an empty path is not allowed"),
         ({"logs": " "}, "logs: an empty path is not allowed"),
         ({"train": {"batch_size": 32, "gpus": 3}}, "train.batch_size: 32 is not a multiple of"),
@@ -65,21 +66,18 @@ def test_the_memory_check_and_the_rules_agree_on_mem_mb(tmp_path, folder):
     assert f"mem_mb={settings.MEM_MB['train']}," in train
 
 
-# Each example runs a real `snakemake -n` (about 3 to 7 s on 2 shared cores): 20 of them, the
-# same ones every run, and the few that once ended in a traceback.
+# Each example runs a real `snakemake -n` (3 to 7 s on 2 shared cores): 20 of them, the same ones
+# every run, and two written out. Planning reads the sample folder and writes nothing into it.
 @hsettings(
     max_examples=20,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@example(grid={"train.epochs": 3})  # a list-typed key given a number: a KeyError in the message
-@example(grid={"train.learning_rate": [0.01, 0.02]}, task=TINY_SALT)
-@given(grid=st.none(), task=st.none(), data=st.data())
-def test_a_drawn_config_plans_or_stops_with_one_line(tmp_path_factory, folder, grid, task, data):
-    config = data.draw(configs(folder)) if grid is None else {"images": str(folder)}
-    if grid is not None:
-        config.update(grid=grid, **({"task": task} if task else {}))
+@example({"images": str(SAMPLES), "grid": {"train.epochs": 3}})  # once a KeyError
+@example({"images": str(SAMPLES), "grid": {"train.learning_rate": [1e-3, 2e-3]}, "task": SALT})
+@given(configs(SAMPLES))
+def test_a_drawn_config_plans_or_stops_with_one_line(tmp_path_factory, config):
     work = tmp_path_factory.mktemp("drawn")
     write(work / "drawn.yaml", config)
     proc = snakemake(work, "-n", "--configfile", str(work / "drawn.yaml"), check=False)
@@ -108,3 +106,27 @@ def test_results_and_logs_inside_the_images_folder_are_not_read_back(tmp_path):
         assert proc.returncode == 0, proc.stderr
         images = set(re.findall(r"patches/(\S+?)\.npy", proc.stdout))
         assert images == photos | {other}, images
+
+
+def test_the_readme_apply_examples_plan(tmp_path, folder):
+    lines = [
+        ln
+        for ln in (REPO / "README.md").read_text().splitlines()
+        if ln.startswith("snakemake apply")
+    ]
+    assert len(lines) >= 2, lines
+    for line in lines:
+        args = [a.replace("/photos/new", str(folder)) for a in shlex.split(line)[2:]]
+        args = [str(REPO / a) if a.startswith("config/") else a for a in args]
+        # the samples are resources/sample_images of the clone the examples run in
+        proc = snakemake(tmp_path, "apply", "-n", *args, f"images={SAMPLES}", check=False)
+        assert proc.returncode == 0 and "rule apply_inputs" in proc.stdout, (line, proc.stderr)
+
+
+def test_a_model_name_that_is_no_variant_lists_the_variants(tmp_path, folder):
+    tiny_config(tmp_path / "tiny.yaml", folder, apply={"images": str(folder), "model": "compact"})
+    proc = snakemake(
+        tmp_path, "apply", "-n", "--configfile", str(tmp_path / "tiny.yaml"), check=False
+    )
+    line = one_error_line(proc)
+    assert line.startswith("apply.model: 'compact' is neither a variant of this run (it has none)")
