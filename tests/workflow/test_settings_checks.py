@@ -66,10 +66,10 @@ def test_the_memory_check_and_the_rules_agree_on_mem_mb(tmp_path, folder):
     assert f"mem_mb={settings.MEM_MB['train']}," in train
 
 
-# Each example runs a real `snakemake -n` (3 to 7 s on 2 shared cores): 20 of them, the same ones
-# every run, and two written out. Planning reads the sample folder and writes nothing into it.
+# Each example runs a real `snakemake -n` (3 to 7 s on 2 shared cores): 15 of them, the same ones
+# every run, and two written out (about 2 minutes). Planning reads the sample folder and writes nothing into it.
 @hsettings(
-    max_examples=20,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
