@@ -28,11 +28,11 @@ def logs(path):
 def _mem_mb():
     """Each rule's memory as this run sets it (--set-resources rule:mem_mb=N), for the checks."""
     out = {}
-    for rule in settings.MEM_MB:
-        given = workflow.resource_settings.overwrite_resources.get(rule, {}).get("mem_mb")
+    for name in settings.MEM_MB:
+        given = workflow.resource_settings.overwrite_resources.get(name, {}).get("mem_mb")
         value = getattr(given, "value", given)
         if isinstance(value, int):
-            out[rule] = value
+            out[name] = value
     return out
 
 
@@ -255,7 +255,8 @@ def _apply_setup():
         paths = [run_path(f"model/{f}", model) for f in ("model.keras", "summary.json")]
         c, out = VARIANTS.get(model, config), run_path("applied", model)
     else:
-        if not os.path.exists(model) and "/" not in model and not model.endswith(".keras"):
+        named = os.path.basename(model) == model and not model.endswith(".keras")
+        if named and not os.path.exists(model):
             variants = f"its variants are {', '.join(VARIANTS)}" if VARIANTS else "it has none"
             stop(
                 f"apply.model: '{model}' is neither a variant of this run ({variants}) nor a "
