@@ -151,7 +151,7 @@ def check(config, mem_mb=None):
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
     task = config["task"]
-    if task["kind"] == "denoise" and task["noise"] == "salt_pepper" and task["rate"] == 0:
+    if task["kind"] == "denoise" and task.get("noise") == "salt_pepper" and task.get("rate") == 0:
         raise TesseraError(
             "task.rate: 0 adds no salt_pepper noise, nothing to learn to remove; use a rate above 0 "
             "and up to 1"
