@@ -15,7 +15,7 @@ rule train:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["train"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=settings.MEM_MB["train"],
         runtime=120,
         gpu=lambda w: conf(w)["train"]["gpus"],
         require_gpu=lambda w: int(conf(w)["train"]["require_gpu"]),
