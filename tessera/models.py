@@ -31,14 +31,23 @@ class Arg:
         return f"{self.low}..{self.high}"
 
     def check(self, value, preset):
-        ok = value in self.choices if self.choices else (
-            isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+        ok = (
+            value in self.choices
+            if self.choices
+            else (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and self.low <= value <= self.high
+            )
         )
         if not ok:
             raise TesseraError(
                 f"model.{self.name}: {value!r} is not allowed for preset '{preset}'; use "
-                + (f"one of {self.allowed()}" if self.choices else
-                   f"an integer from {self.low} to {self.high}")
+                + (
+                    f"one of {self.allowed()}"
+                    if self.choices
+                    else f"an integer from {self.low} to {self.high}"
+                )
                 + f" (default {self.default})"
             )
 
@@ -373,8 +382,9 @@ def build_file(spec):
     try:
         model = fn(**(spec.get("args") or {}))
     except Exception as e:
-        raise TesseraError(f"model.args: {where}(**{spec.get('args') or {}}) failed: "
-                           f"{type(e).__name__}: {e}") from None
+        raise TesseraError(
+            f"model.args: {where}(**{spec.get('args') or {}}) failed: " f"{type(e).__name__}: {e}"
+        ) from None
     check_model(model, where)
     return model
 
@@ -387,7 +397,9 @@ def check_model(model, where, sizes=(64, 128, 192)):
     import keras
 
     if not isinstance(model, keras.Model):
-        raise TesseraError(f"model.file: {where} returned {type(model).__name__}, not a keras.Model")
+        raise TesseraError(
+            f"model.file: {where} returned {type(model).__name__}, not a keras.Model"
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise TesseraError(
             f"model.file: {where} has {len(model.inputs)} inputs and {len(model.outputs)} "
@@ -410,11 +422,15 @@ def check_model(model, where, sizes=(64, 128, 192)):
                 f"model.file: {where} cannot take a {s}x{s} input: {type(e).__name__}: {e}"
             ) from None
         if len(out) != 4 or out[3] != 3:
-            raise TesseraError(f"model.file: {where} gives outputs of shape {out[1:]}; "
-                               "tessera needs 3 channels (RGB)")
+            raise TesseraError(
+                f"model.file: {where} gives outputs of shape {out[1:]}; "
+                "tessera needs 3 channels (RGB)"
+            )
         if out[1] != out[2] or out[1] is None:
-            raise TesseraError(f"model.file: {where} gives a {out[1]}x{out[2]} output for a "
-                               f"{s}x{s} input; it must keep square tiles square")
+            raise TesseraError(
+                f"model.file: {where} gives a {out[1]}x{out[2]} output for a "
+                f"{s}x{s} input; it must keep square tiles square"
+            )
         outs.append(out[1])
     ratios = {Fraction(o, s) for o, s in zip(outs, sizes)}
     borders = {s - o for o, s in zip(outs, sizes)}

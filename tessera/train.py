@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -282,9 +283,14 @@ def _saved_layers(path):
     with zipfile.ZipFile(path) as z:
         config = json.loads(z.read("config.json"))
         weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
-    found = []
+    found, used = [], {}
     for layer in config["config"]["layers"]:
-        group = weights.get(f"layers/{layer['config']['name']}/vars")
+        # Keras files each layer's weights under its class's snake-case name, numbered by class
+        name = re.sub(
+            "([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", layer["class_name"])
+        ).lower()
+        used[name] = used.get(name, -1) + 1
+        group = weights.get(f"layers/{name}{f'_{used[name]}' if used[name] else ''}/vars")
         shapes = sorted(tuple(group[k].shape) for k in group) if group is not None else []
         if shapes:
             found.append((layer["class_name"], shapes))
@@ -379,9 +385,10 @@ def tensorboard(folder, resumed, log):
     a retrained model's curves do not lie over the old ones); None where it cannot work: its
     summary writer is TensorFlow's, whatever the Keras backend."""
     try:
+        import tensorboard  # noqa: F401
         import tensorflow  # noqa: F401
-    except ImportError:
-        log("warning: no TensorBoard logs: TensorFlow is not installed")
+    except ImportError as e:
+        log(f"warning: no TensorBoard logs: {e.name} is not installed (requirements.txt)")
         return None
     if not resumed:
         shutil.rmtree(folder, ignore_errors=True)
