@@ -111,15 +111,18 @@ def test_fine_tuning_from_another_variants_model_is_an_input_of_its_training(don
     [
         ("model={preset: unet, depth: 3}", "tessera: error: model.depth: unknown argument of "
          "preset 'unet'; it takes: width (1..256, default 16), levels (1..5, default 2)"),
-        ("grid={model.width: [0]}", "tessera: error: variants.model_width~0.model.width: 0 is not "
+        ({"grid": {"model.width": [0]}}, "tessera: error: variants.model_width~0.model.width: 0 is not "
          "allowed for preset 'compact'; use an integer from 1 to 512 (default 32)"),
         ("model={file: nets/gone.py}", "tessera: error: model.file: nets/gone.py: no such file"),
     ],
 )  # fmt: skip
 def test_a_bad_network_setting_stops_before_any_job_with_one_line(tmp_path, config, expected):
-    tiny_config(tmp_path / "tiny.yaml", tiny_images(tmp_path / "photos"))
+    # a change on the command line, or (a grid) in the config file
+    extra = {} if isinstance(config, str) else config
+    tiny_config(tmp_path / "tiny.yaml", tiny_images(tmp_path / "photos"), **extra)
+    given = ["--config", config] if isinstance(config, str) else []
     proc = snakemake(
-        tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml"), "--config", config, check=False
+        tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml"), *given, check=False
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out
