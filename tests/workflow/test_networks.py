@@ -4,6 +4,7 @@ line for a bad argument, and the post's U-Net and residual network passing the l
 """
 
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -78,7 +79,8 @@ def test_nothing_changed_nothing_to_do(done):
 
 def training_jobs(out):
     """The train jobs a dry run lists, each as the text of its block (input, output, wildcards)."""
-    return [b for b in out.split("\n\n") if b.lstrip().startswith("rule train:")]
+    blocks = re.split(r"^\[.*\]$", out, flags=re.M)  # each job's block starts with a timestamp
+    return [b for b in blocks if b.lstrip().startswith("rule train:")]
 
 
 def test_a_comment_in_the_model_file_reruns_nothing_and_a_code_edit_retrains_its_variant(done):
