@@ -76,9 +76,14 @@ def default_margin(radius, multiple, border=0, scale=1):
     output pixel."""
     half, scale = max(1, multiple // 2), Fraction(scale)
     margin = -(-max(radius, border) // half) * half
-    while ((margin - border) * scale).denominator != 1:
+    for _ in range(scale.denominator):  # the remainders repeat after that many steps
+        if ((margin - border) * scale).denominator == 1:
+            return margin
         margin += half
-    return margin
+    raise TesseraError(
+        f"reconstruct.margin: no margin fits a model of size multiple {multiple}, output border "
+        f"{border} and output scale {scale}: its tiles cannot start on whole output pixels"
+    )
 
 
 def make_plan(height, width, tile, margin, multiple, mode="crop", border=0, scale=1):

@@ -222,3 +222,11 @@ def test_a_saved_valid_model_is_applied_to_a_folder_at_each_images_size(tmp_path
     (tmp_path / "summary.json").write_text(json.dumps({**summary, "output_scale": "a half"}))
     with pytest.raises(TesseraError, match="has output_scale 'a half'"):
         apply.load(tmp_path / "model.keras")
+
+
+def test_the_default_margin_covers_radius_and_border_on_whole_output_pixels():
+    assert rec.default_margin(3, 4, 0, Fraction(1, 4)) == 4  # a quarter per side: 4 pixels
+    assert rec.default_margin(5, 1, 5, 1) == 5  # a valid stack: its border
+    assert rec.default_margin(6, 4, 3, 1) == 6  # the stride must stay a multiple of 4
+    with pytest.raises(TesseraError, match="no margin fits a model of size multiple 4"):
+        rec.default_margin(1, 4, 1, Fraction(1, 2))
