@@ -85,7 +85,7 @@ def test_geometry_and_radius_are_read_from_the_built_model(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(models.PRESETS))
+@pytest.mark.parametrize("name", ["compact", "dncnn", "seed"])
 def test_the_presets_keep_their_summary_values(name):
     # the values summary.json held before the geometry was written: same size, no border
     before = {"compact": (4, 8), "dncnn": (1, 8), "seed": (1, 9)}[name]
