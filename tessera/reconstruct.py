@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tessera import TesseraError, noise
+from tessera import TesseraError, models, noise
+from tessera.files import write_json
 from tessera.measure import metrics, to_uint8
 from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
@@ -231,10 +232,8 @@ def seam_ratio(clean, rebuilt, plan):
 
 
 def load(model_path, summary_path):
-    import keras
-
     summary = json.loads(Path(summary_path).read_text())
-    return keras.saving.load_model(model_path, compile=False), summary
+    return models.load_trained(model_path, summary), summary
 
 
 def plan_for(image, summary, tile, margin, mode):
@@ -334,8 +333,7 @@ def rebuild(
     if given is not clean and "metrics" in measures:
         record.update({f"{k}_input": v for k, v in metrics(clean, given).items()})
     if out_json is not None:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_json(out_json, record, ensure_ascii=False)
     return record
 
 
