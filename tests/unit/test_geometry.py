@@ -205,23 +205,22 @@ def test_training_refuses_a_model_of_another_scale_or_a_patch_within_its_border(
         Trainer(_valid(depth=8), 16, {"kind": "reconstruct"}, seed=0)
 
 
-def test_a_saved_valid_model_is_applied_to_a_folder_at_each_images_size(tmp_path):
+def test_a_valid_model_is_applied_at_each_images_size_and_its_summary_checked(tmp_path):
     from tessera import apply
 
     model = _valid(depth=4)
-    model.save(tmp_path / "model.keras")
     summary = {**models.describe(model), "task": {"kind": "reconstruct"}}
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "in").mkdir()
-    Image.fromarray(IMAGE).save(tmp_path / "in" / "a.png")
-    done = apply.apply_folder(tmp_path / "model.keras", tmp_path / "in", tmp_path / "out", tile=32)
-    (record,) = done.records
-    assert Image.open(tmp_path / "out" / f"{record['image']}.png").size == (69, 101)
+    Image.fromarray(IMAGE).save(tmp_path / "a.png")
+    record = apply.apply_image(
+        model, summary, tmp_path / "a.png", "a.png", tmp_path / "out.png", tile=32
+    )
+    assert Image.open(tmp_path / "out.png").size == (69, 101)
     assert record["margin"] == 4 and "psnr" in record and "output_width" not in record
     # a summary that says something else than a geometry is refused by name
+    model.save(tmp_path / "model.keras")
     (tmp_path / "summary.json").write_text(json.dumps({**summary, "output_scale": "a half"}))
     with pytest.raises(TesseraError, match="has output_scale 'a half'"):
-        apply.load(tmp_path / "model.keras")
+        apply.read_summary(tmp_path / "model.keras")
 
 
 def test_the_default_margin_covers_radius_and_border_on_whole_output_pixels():
