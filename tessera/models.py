@@ -442,23 +442,69 @@ def check_model(model, where, sizes=(64, 128, 192)):
         )
 
 
-def size_multiple(model, largest=64):
-    """The smallest power of two m such that inputs whose sides are multiples of m come out the same size."""
+@dataclass(frozen=True)
+class Geometry:
+    """How a model's output side follows its input side, for input sides that are multiples of
+    `multiple`: (side - 2 * border) * scale. A same-size model has scale 1 and border 0; valid
+    convolutions give a border ("32 in, 24 out"); up- and down-sampling give another scale."""
 
-    def same_size(s):
-        try:
-            return tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s)
-        except ValueError:  # skip connections refuse sizes that do not halve evenly
-            return False
+    multiple: int
+    scale: Fraction = Fraction(1)
+    border: int = 0
 
+    def output_side(self, side):
+        return (side - 2 * self.border) * self.scale
+
+
+def _output_sides(model, h, w):
+    try:
+        out = tuple(model.compute_output_shape((1, h, w, 3)))[1:3]
+    except ValueError:  # skip connections refuse sizes that do not halve evenly
+        return None
+    return out if all(isinstance(o, int) and o > 0 for o in out) else None
+
+
+def _fit(points):
+    """(scale, border) of the line output = (side - 2 * border) * scale through every (side,
+    output) point, or None when there is no such line with a whole, non-negative border."""
+    (s0, o0), (s1, o1) = points[0], points[-1]
+    scale = Fraction(o1 - o0, s1 - s0)
+    if scale <= 0 or any(o - o0 != scale * (s - s0) for s, o in points):
+        return None
+    border = (s0 - o0 / scale) / 2
+    return (scale, int(border)) if border.denominator == 1 and border >= 0 else None
+
+
+def geometry(model, largest=64):
+    """The model's Geometry, from the output shapes it gives (no weights are run): the smallest
+    power-of-two multiple for which every input side gives an output side on one line."""
     m = 1
     while m <= largest:
-        if all(same_size(m * k) for k in (3, 5, 7)):
-            return m
+        # sides of every remainder modulo 2, 4 and 8 multiples of m, so that a stride that does
+        # not divide the side shows up; long enough for borders of over a hundred pixels
+        ks = [max(8, 256 // m) + j for j in (0, 1, 2, 3, 5, 7)]
+        points, ok = [], True
+        for a, b in zip(ks, ks[1:] + ks[:1]):
+            out = _output_sides(model, m * a, m * b)
+            if out is None:
+                ok = False
+                break
+            points += [(m * a, out[0]), (m * b, out[1])]
+        fit = _fit(sorted(set(points))) if ok else None
+        if fit is not None:
+            return Geometry(m, *fit)
         m *= 2
     raise TesseraError(
-        f"model '{model.name}' does not give same-size outputs for any size multiple"
+        f"model '{model.name}': its output side is neither a fixed multiple of its input side nor "
+        f"the input side less a fixed border, for input sides that are multiples of any power of "
+        f"two up to {largest}"
     )
+
+
+def size_multiple(model, largest=64):
+    """The smallest power of two m such that inputs whose sides are multiples of m give outputs
+    of one Geometry (the same size, for most models)."""
+    return geometry(model, largest).multiple
 
 
 # Layers that act on each pixel alone (channels only): they neither widen nor shift the reach.
@@ -535,10 +581,15 @@ def _layer_reach(layer, reach, axis):
     return None
 
 
-def layer_radius(model):
+def layer_radius(model, geo=None):
     """The receptive radius read from the layers' configuration (kernel sizes, strides, dilations,
     padding, cropping) by walking the model's graph: exact integer arithmetic, so no kernel
-    library's rounding can change it. None when the model has a layer this does not know."""
+    library's rounding can change it. None when the model has a layer this does not know.
+
+    In input pixels, around what each output pixel stands for: output pixel q of a model of
+    Geometry (scale, border) stands for input pixels border + q / scale onwards (1 / scale of
+    them), so a stack of valid 3x3 convolutions of depth d has radius d, not 2d."""
+    geo = geo or geometry(model)
 
     def walk(tensor, axis, seen):
         if id(tensor) in seen:
@@ -564,9 +615,9 @@ def layer_radius(model):
     radius = 0
     for axis in (0, 1):
         reach = walk(model.outputs[0], axis, {})
-        if reach is None or reach.step != 1 or len(model.outputs) != 1:
+        if reach is None or reach.step != 1 / geo.scale or len(model.outputs) != 1:
             return None
-        radius = max(radius, math.ceil(-reach.lo), math.ceil(reach.hi))
+        radius = max(radius, math.ceil(geo.border - reach.lo), math.ceil(reach.hi - geo.border))
     return radius
 
 
@@ -581,20 +632,23 @@ PROBE_RTOL = 1e-5
 PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB at most
 
 
-def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL):
+def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL, geo=None):
     """The receptive radius measured by impulse responses: for models whose layers
     layer_radius cannot read, and as a check of it.
 
     Each probe compares the model's output on a random image with the output after changing one
     pixel; the radius is the furthest output change seen over several backgrounds and over every
-    impulse position within one size-multiple cell (a strided network's reach depends on it).
+    impulse position within one size-multiple cell (a strided network's reach depends on it). It
+    is in input pixels, from the impulse to the input pixels each changed output pixel stands
+    for (see layer_radius), so outputs of another size or with a border measure alike.
     """
-    m = size_multiple(model)
+    geo = geo or geometry(model)
+    m, b, step = geo.multiple, geo.border, 1 / geo.scale
     rng = np.random.default_rng(seed)
     offsets = [(dy, dx) for dy in range(m) for dx in range(m)]
     size = 32
     while size <= max_side:
-        size = -(-size // m) * m
+        size = -(-max(size, 2 * b + 4 * m) // m) * m
         c = size // 2
         base = rng.random((trials, size, size, 3), dtype=np.float32)
         out_base = np.asarray(model.predict(base, verbose=0, batch_size=trials))
@@ -612,9 +666,18 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
                 for (dy, dx), mask in zip(chunk, changed):
                     ys, xs = np.nonzero(mask)
                     if len(ys):
-                        reach = max(np.abs(ys - c - dy).max(), np.abs(xs - c - dx).max())
-                        radius = max(radius, int(reach))
-        if radius < c - m:  # the response stayed inside the probe: measured, not cut off
+                        # from the impulse p to the first and last input pixel that the
+                        # furthest changed output rows and columns stand for (exact fractions)
+                        reach = max(
+                            max(
+                                b + int(qs.max()) * step - p,
+                                p - (b + int(qs.min()) * step + step - 1),
+                            )
+                            for qs, p in ((ys, c + dy), (xs, c + dx))
+                        )
+                        radius = max(radius, math.ceil(reach))
+        # the response stayed inside the probe's output: measured, not cut off
+        if radius < c - b - m - (math.ceil(step) - 1):
             return radius
         size *= 2
     raise TesseraError(
@@ -624,11 +687,12 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
     )
 
 
-def receptive_radius(model):
-    """How far (in pixels) an input pixel can reach in the output: from the layers' configuration
-    where every layer is known, else measured."""
-    radius = layer_radius(model)
-    return probe_radius(model) if radius is None else radius
+def receptive_radius(model, geo=None):
+    """How far (in input pixels) an input pixel can reach in the output: from the layers'
+    configuration where every layer is known, else measured."""
+    geo = geo or geometry(model)
+    radius = layer_radius(model, geo)
+    return probe_radius(model, geo=geo) if radius is None else radius
 
 
 def latent_values_per_pixel(model, side=64):
@@ -644,14 +708,18 @@ def latent_values_per_pixel(model, side=64):
 
 
 def describe(model):
+    geo = geometry(model)
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = int(model.count_params())
     return {
         "params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
-        "size_multiple": size_multiple(model),
-        "receptive_radius": receptive_radius(model),
+        "size_multiple": geo.multiple,
+        "receptive_radius": receptive_radius(model, geo),
+        # output side = (input side - 2 x output_border) x output_scale
+        "output_scale": int(geo.scale) if geo.scale.denominator == 1 else str(geo.scale),
+        "output_border": geo.border,
         "latent_values_per_pixel": latent_values_per_pixel(model),
     }
 

@@ -114,8 +114,14 @@ def evaluate(model, batches, loss):
     total = 0
     for x, y, n in batches:
         pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
-        x, y = x[:n], y[:n]
-        flat = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), y.shape)
+        # a model with an output border (valid convolutions) answers for the patches' centres
+        b = (y.shape[1] - pred.shape[1]) // 2
+        colour = x[:n].mean(axis=(1, 2), keepdims=True)  # of the whole patch the model sees
+        x, y = (
+            x[:n, b : x.shape[1] - b, b : x.shape[2] - b],
+            y[:n, b : y.shape[1] - b, b : y.shape[2] - b],
+        )
+        flat = np.broadcast_to(colour, y.shape)
         for key, value in (
             ("model", _loss(loss, pred, y)),
             ("mean_colour", _loss(loss, flat, y)),
