@@ -243,6 +243,45 @@ def warnings_for(table, summary):
     return out
 
 
+# Columns of a Snakemake benchmark file: wall seconds, peak resident memory (MB), CPU seconds.
+BENCHMARK_COLUMNS = ("s", "max_rss", "cpu_time")
+
+
+def stage_costs(stages, benchmark_files):
+    """Where a run's time and memory went: per stage, its jobs, their summed wall and CPU seconds
+    and the largest peak RSS (MB), from Snakemake's benchmark files (one per job, stages[i] being
+    the stage of benchmark_files[i]); a last row sums every stage."""
+    frames = []
+    for stage, path in zip(stages, benchmark_files):
+        bench = pd.read_csv(path, sep="\t")
+        frames.append(pd.DataFrame({"stage": stage, **{k: bench[k] for k in BENCHMARK_COLUMNS}}))
+    columns = ["stage", "jobs", "wall_s", "max_rss_mb", "cpu_s"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    jobs = pd.concat(frames, ignore_index=True)
+    # "NA" where Snakemake could not measure (a job too short to sample)
+    for k in BENCHMARK_COLUMNS:
+        jobs[k] = pd.to_numeric(jobs[k], errors="coerce")
+    table = (
+        jobs.groupby("stage", sort=False)
+        .agg(
+            jobs=("s", "size"),
+            wall_s=("s", "sum"),
+            max_rss_mb=("max_rss", "max"),
+            cpu_s=("cpu_time", "sum"),
+        )
+        .reset_index()
+    )
+    total = {
+        "stage": "all",
+        "jobs": len(jobs),
+        "wall_s": jobs.s.sum(),
+        "max_rss_mb": jobs.max_rss.max(),
+        "cpu_s": jobs.cpu_time.sum(),
+    }
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)[columns]
+
+
 def template():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -252,14 +291,15 @@ def template():
     return env.get_template("report.html.j2")
 
 
-def build(inputs, items, skipped, config, settings, out_dir, shown_image, compare=None):
+def build(inputs, items, skipped, config, settings, out_dir, shown_image, compare=None, costs=None):
     """Write index.html, loss.tsv, metrics.tsv, baselines.tsv, loss.png and pictures into out_dir.
 
     inputs: paths of the stage's inputs (history, summary, split, baselines, baselines_parameters,
     and naive, naive_metrics: the naive tiling of shown_image); items: one dict per rebuilt image
     with its "image" id, "source" file, "metrics" JSON and "rebuilt" PNG; skipped: (path, reason)
     pairs found before any job ran; settings: thumbnail, max_megapixels; config: the whole
-    configuration, shown for provenance; compare: a link to the page comparing the variants.
+    configuration, shown for provenance; compare: a link to the page comparing the variants;
+    costs: stage_costs of the jobs the report stands on.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,6 +353,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         config_text=json.dumps(config, indent=2, ensure_ascii=False),
         diff_gain=DIFF_GAIN,
         compare=compare,
+        costs=[] if costs is None else costs.to_dict("records"),
     )
     write_text(out / "index.html", page)
     return out / "index.html"

@@ -265,6 +265,11 @@ def test_a_thread_count_reruns_nothing(run):
     assert plan(run.work, "--config", "train={threads: 1}", "reconstruct={threads: 1}") == Counter()
 
 
+def test_requiring_a_gpu_reruns_nothing(run):
+    # what the SLURM profile sets: a run moved to the cluster is not trained again
+    assert plan(run.work, "--config", "train={require_gpu: true}") == Counter()
+
+
 def test_a_patch_setting_reruns_everything(run):
     jobs = plan(run.work, "--config", "patches={stride: 8}")
     # The reconstructions follow once the split (a checkpoint) has run again: a dry run cannot
