@@ -402,7 +402,7 @@ def compiled_model(settings, data, task, log):
             optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
             loss=PairedLoss(settings["loss"]),
         )
-        # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
+        # built before fit, so that an interrupted run's backed-up weights can be loaded into it
         n, s = len(used), data["size"]
         trainer((np.zeros((n, s, s, 3), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
     return core, trainer, info, used
