@@ -42,7 +42,7 @@ def done(tmp_path_factory):
     shutil.copy(REPO / "examples" / "tiny_unet.py", work / "mine.py")
     tiny_config(work / "base.yaml", images, grid=GRID, variants=MINE)
     write_config(work)
-    return work, run(work)
+    return work, run(work, timeout=1500)  # a shared, loaded CPU can take minutes
 
 
 def test_a_grid_over_a_preset_argument_trains_each_width_and_the_file(done):
