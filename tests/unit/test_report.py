@@ -55,3 +55,16 @@ def test_file_names_are_escaped_in_the_page():
         "<td>&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;.png</td>"
     )
     assert report.template().environment.autoescape("report.html.j2")
+
+
+def test_stage_costs_sum_each_stages_jobs_and_keep_the_largest_peak(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = []
+    for k, (s, rss, cpu) in enumerate([(1.5, 100, 1.0), (2.5, 300, "NA"), (10, 900, 19.5)]):
+        path = tmp_path / f"{k}.tsv"
+        path.write_text(header + f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+        files.append(path)
+    table = report.stage_costs(["patches", "patches", "train"], files).set_index("stage")
+    assert list(table.index) == ["patches", "train", "all"]
+    assert table.loc["patches"].tolist() == [2, 4.0, 300.0, 1.0]  # "NA": not measured, not 0
+    assert table.loc["all"].tolist() == [3, 14.0, 900.0, 20.5]
