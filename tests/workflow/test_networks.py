@@ -133,7 +133,8 @@ def test_a_bad_network_setting_stops_before_any_job_with_one_line(tmp_path, conf
 
 @pytest.mark.parametrize("preset", ["unet", "resnet"])
 def test_the_posts_other_networks_learn_and_fail_the_check_untrained(tmp_path_factory, preset):
-    model = {"model": {"preset": preset}}
+    # tiles wide enough for their margins (receptive radius 23 and 16) on the 128-pixel photos
+    model = {"model": {"preset": preset}, "reconstruct": {"tile": 128}}
     work, images, _ = workflow_run(tmp_path_factory, preset, **model)
     assert learning_failures(work, images) == []
     work, images, _ = workflow_run(
