@@ -44,7 +44,7 @@ rule apply_image:
         "../envs/tessera.yaml"
     threads: lambda w: APPLY["settings"]["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: settings_of(APPLY["settings"], "reconstruct"),

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 from snakemake.utils import Paramspace
 
-from tessera import TesseraError, codeversion, images, settings
+from tessera import TesseraError, codeversion, images, models, settings
 from tessera.files import check_writable
 
 
@@ -33,6 +33,20 @@ for _key in ("results", "logs"):
         stop(_problem)
 
 
+def _mem_mb():
+    """Each rule's memory as this run sets it (--set-resources rule:mem_mb=N), for the checks."""
+    out = {}
+    for name in settings.MEM_MB:
+        given = workflow.resource_settings.overwrite_resources.get(name, {}).get("mem_mb")
+        value = getattr(given, "value", given)
+        if isinstance(value, int):
+            out[name] = value
+    return out
+
+
+MEM_MB = _mem_mb()
+
+
 # Variants: several named settings in one run, each with its own outputs under results/<variant>/,
 # sharing the patches, split and baselines of every variant whose settings for them agree. A grid
 # over a few keys is expanded into variants too, named by Snakemake's Paramspace.
@@ -46,7 +60,7 @@ def _variants():
         names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
     overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
     try:
-        return settings.variant_configs(config, config_schema, overrides)
+        return settings.variant_configs(config, config_schema, overrides, MEM_MB)
     except TesseraError as e:
         stop(e)
 
@@ -132,13 +146,19 @@ def training_data(c):
     }
 
 
+def model_spec(c):
+    """The model section with the network's defaults filled in (checked before any job runs)."""
+    return models.normalise(c["model"])
+
+
 def shown_config(c):
     """The configuration as the report shows it: every setting that shapes a result, so not the
     thread counts (they change nothing but speed, and must not rerun the report)."""
     leave = ("variants", "grid", "apply")
-    return {
+    shown = {
         k: settings_of(c, k) if isinstance(v, dict) else v for k, v in c.items() if k not in leave
     }
+    return {**shown, "model": model_spec(c)}
 
 
 def code(stage):
@@ -157,8 +177,10 @@ def _usable(found, key, folder):
 
 def _discover():
     try:
-        settings.check(config)
-        found = images.discover(config["images"], config["recursive"])
+        settings.check(config, MEM_MB)
+        # Outputs must not become inputs of the next run (images: ., or results inside them).
+        outputs = (config["results"], config["logs"])
+        found = images.discover(config["images"], config["recursive"], leave_out=outputs)
     except TesseraError as e:
         stop(e)
     usable = _usable({f.image_id: f.path for f in found if f.image_id}, "images", config["images"])
@@ -263,6 +285,13 @@ def _apply_setup():
         paths = [run_path(f"model/{f}", model) for f in ("model.keras", "summary.json")]
         c, out = VARIANTS.get(model, config), run_path("applied", model)
     else:
+        named = os.path.basename(model) == model and not model.endswith(".keras")
+        if named and not os.path.exists(model):
+            variants = f"its variants are {', '.join(VARIANTS)}" if VARIANTS else "it has none"
+            stop(
+                f"apply.model: '{model}' is neither a variant of this run ({variants}) nor a "
+                "model.keras file; leave apply.model out for the model of a run without variants"
+            )
         try:
             summary, _ = applying.read_summary(model)
         except TesseraError as e:
@@ -270,7 +299,8 @@ def _apply_setup():
         paths, c, out = [model, str(summary)], config, results("applied")
     out = a.get("output", out)
     try:
-        folder, found, skipped = applying.inputs(a["images"], out, config["recursive"])
+        outputs = (config["results"], config["logs"])
+        folder, found, skipped = applying.inputs(a["images"], out, config["recursive"], outputs)
     except TesseraError as e:
         stop(f"apply.images: {e}")
     _usable(found, "apply.images", a["images"])

@@ -15,7 +15,7 @@ rule reconstruct:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: settings_of(conf(w), "reconstruct"),
@@ -44,7 +44,7 @@ rule seams:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: {

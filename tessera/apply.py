@@ -7,9 +7,10 @@ decoded as the workflow finds and decodes them, and each output keeps its input'
 import functools
 import json
 import sys
-import time
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,13 @@ import pandas as pd
 
 from tessera import TesseraError, models, tasks
 from tessera import reconstruct as rec
-from tessera.files import write_json, write_tsv
+from tessera.files import write_tsv
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
     discover,
     image_id,
     load_image,
-    save_png,
 )
 
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
@@ -118,6 +118,17 @@ def _summary_problems(summary):
         return f"has receptive_radius {radius!r}, not a whole number of pixels"
     if not isinstance(task, dict) or task.get("kind") not in TASKS:
         return f"has task {task!r}, whose kind is not one of: {', '.join(TASKS)}"
+    # written since models report their geometry; older summaries are of same-size models
+    border = summary.get("output_border", 0)
+    if not _is_int(border) or border < 0:
+        return f"has output_border {border!r}, not a whole number of pixels"
+    scale = summary.get("output_scale", 1)
+    try:
+        ok = not isinstance(scale, bool) and Fraction(str(scale)) > 0
+    except (ValueError, ZeroDivisionError):
+        ok = False
+    if not ok:
+        return f"has output_scale {scale!r}, not a positive number or fraction such as '1/4'"
     return None
 
 
@@ -182,36 +193,30 @@ def apply_image(
     ensemble=False,
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
 ):
-    """Run the model on one image file as it is and write the result as a PNG of the same size.
+    """Run the model on one image file as it is and write the result as a PNG of the same size
+    (times the model's output scale, for a model that changes the resolution).
 
     A denoising or restoring model gets the photo itself as its damaged input. Only a reconstructing model, whose
     input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
-    image, _ = load_image(image_path, max_megapixels=max_megapixels)
-    started = time.perf_counter()
-    output, plan = predict(model, summary, image, tile, margin, mode, batch_size, ensemble)
-    result = rec.to_uint8(output)
-    seconds = max(time.perf_counter() - started, 1e-9)
-    save_png(result, out_png)
-    height, width = image.shape[:2]
-    record = {"image": image_id, "source": str(image_path), "width": width, "height": height}
-    if tasks.get(summary["task"]).input_is_target:
-        record.update(rec.metrics(image, result))
-        record["seam_ratio"] = rec.seam_ratio(image, result, plan)
-    record.update(
-        mode=mode,
-        ensemble=bool(ensemble),
-        tile=tile,
-        margin=plan.margin,
-        tiles=plan.count,
-        seconds=round(seconds, 3),
-        megapixels_per_s=round(width * height / 1e6 / seconds, 3),
+    measured = ("metrics", "seam_ratio") if tasks.get(summary["task"]).input_is_target else ()
+    return rec.rebuild(
+        model,
+        summary,
+        image_path,
+        image_id,
+        out_png,
+        out_json,
+        tile,
+        margin,
+        mode,
+        batch_size,
+        max_megapixels=max_megapixels,
+        ensemble=ensemble,
+        measures=measured,
+        source=image_path,
     )
-    if out_json is not None:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(out_json, record, ensure_ascii=False)
-    return record
 
 
 def apply_folder(
@@ -228,28 +233,25 @@ def apply_folder(
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     progress=None,
     warn=None,
+    overwrite=False,
 ):
     """Apply a model to one image file, or to every image of a folder as the workflow finds them.
 
     Writes out_dir/<image id>.png per image, metrics.tsv (one row per image) and skipped.tsv (the
     files that could not be used, each also passed to warn as "skipped <path>: <reason>"). progress
-    wraps the list of images (a progress bar). Returns an Applied.
+    wraps the list of images (a progress bar). An out_dir that already holds those tables is
+    refused unless overwrite is set. When an image fails for another reason than its file, the
+    tables of the images done before it are written and the TesseraError names it. Returns an
+    Applied.
     """
     warn = warn or functools.partial(print, file=sys.stderr)
     source, out_dir = Path(source), Path(out_dir)
-    if not source.exists():
-        raise TesseraError(f"input '{source}' does not exist")
+    check_output(source, out_dir, overwrite)
     model, summary = load(model_path, summary_path)
     check_tiling(summary, tile, margin, mode, batch_size)
     folder, found, skipped = inputs(source, out_dir, recursive)
     todo = [(folder / path, image) for image, path in found.items()]
     skipped = [(str(folder / path), reason) for path, reason in skipped]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TesseraError(f"output folder '{out_dir}' cannot be made: {_one_line(e)}") from None
     done = Applied(out_dir, skipped=skipped)
     for path, reason in skipped:
         warn(f"skipped {path}: {reason}")
@@ -271,23 +273,84 @@ def apply_folder(
         except UnusableImage as e:
             done.skipped.append((str(path), e.reason))
             warn(f"skipped {path}: {e.reason}")
+        except BaseException as e:
+            # The images done so far stay usable: their tables are written before stopping.
+            _write_tables(done)
+            if not isinstance(e, Exception):
+                raise
+            raise TesseraError(
+                f"image '{path}' failed ({type(e).__name__}: {_one_line(e, 200)}); the "
+                f"{len(done.records)} done before it are listed in {done.metrics_tsv}"
+            ) from e
         else:
             done.records.append(record)
-    write_tsv(pd.DataFrame(done.skipped, columns=["path", "reason"]), done.skipped_tsv)
+    _write_tables(done)
     if not done.records:
         if source.is_file():
             raise TesseraError(f"cannot use '{source}': {done.skipped[0][1]}")
         why = f"{len(done.skipped)} skipped, see {done.skipped_tsv}" if done.skipped else "no files"
         raise TesseraError(f"no usable image in '{source}' ({why})")
-    write_tsv(pd.DataFrame(done.records), done.metrics_tsv)
     return done
 
 
-def inputs(source, out_dir, recursive=True):
+TABLES = ("metrics.tsv", "skipped.tsv")
+
+
+def check_output(source, out_dir, overwrite=False):
+    """Refuse an output folder that cannot take the results, before Keras or the model is loaded:
+    the input's own folder (the outputs would be read back as inputs), a file, a folder that
+    cannot be made or written to, or one holding the tables of an earlier run (unless overwrite).
+    Makes the folder."""
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise TesseraError(f"input '{source}' does not exist")
+    _not_the_input_folder(source, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TesseraError(f"output folder '{out_dir}' cannot be made: {_one_line(e)}") from None
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise TesseraError(f"output folder '{out_dir}' cannot be written: {_one_line(e)}") from None
+    earlier = [name for name in TABLES if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise TesseraError(
+            f"output folder '{out_dir}' already holds {' and '.join(earlier)} of an earlier run: "
+            "choose another folder, or overwrite them (--overwrite)"
+        )
+
+
+def _not_the_input_folder(source, out_dir):
+    # Outputs written beside the images would be read back as inputs by the next run.
+    folder = source.parent if source.is_file() else source
+    if out_dir.resolve() == folder.resolve():
+        what = "the input folder" if folder == source else f"the folder of input '{source}'"
+        raise TesseraError(
+            f"output folder '{out_dir}' is {what}: choose another one, so that outputs are not "
+            "mixed with the images"
+        )
+
+
+def _write_tables(done):
+    tables = (
+        (done.metrics_tsv, pd.DataFrame(done.records, columns=None if done.records else ["image"])),
+        (done.skipped_tsv, pd.DataFrame(done.skipped, columns=["path", "reason"])),
+    )
+    for path, table in tables:
+        write_tsv(table, path)
+
+
+def inputs(source, out_dir, recursive=True, leave_out=()):
     """The images to apply a model to, found as the workflow finds them: (folder, {image id: path
     inside the folder}, [(path inside the folder, reason skipped)]). source is one image file (its
-    folder is then its parent) or a folder."""
+    folder is then its parent) or a folder; the folders in leave_out are not read."""
     source, out_dir = Path(source), Path(out_dir)
+    if source.exists():
+        _not_the_input_folder(source, out_dir)
     if source.is_file():
         return source.parent, {image_id(source.name): source.name}, []
     if not source.is_dir():
@@ -297,13 +360,8 @@ def inputs(source, out_dir, recursive=True):
         inside = out_dir.resolve().relative_to(source.resolve()).as_posix()
     except ValueError:
         inside = None
-    if inside == ".":
-        raise TesseraError(
-            f"output folder '{out_dir}' is the input folder: choose another one, so that outputs "
-            "are not mixed with the images"
-        )
     found, skipped = {}, []
-    for entry in discover(source, recursive):
+    for entry in discover(source, recursive, leave_out):
         if inside and (entry.path == inside or entry.path.startswith(inside + "/")):
             continue
         if entry.image_id is None:

@@ -214,6 +214,21 @@ def _check(variants):
         raise TesseraError(f"compare: variant names must differ, got {', '.join(names)}")
 
 
+def breakable(text, after="._~"):
+    """Text a browser may wrap after each of the characters given (the dots of a setting key, the
+    '_' and '~' of a grid variant's name), so that a long one does not stretch its table column:
+    HTML-escaped, with <wbr> after each."""
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(f"([{re.escape(after)}])", r"\1<wbr>", str(escape(text))))
+
+
+def flag_heads(flags):
+    """Each training flag's head (before its ':' or its figures in brackets): the table names
+    them and the warnings above the table give them whole."""
+    return [re.split(r": | \(", f, maxsplit=1)[0] for f in flags]
+
+
 def template():
     # The report's environment, so the page is autoescaped the same way.
     return report.template().environment.get_template("compare.html.j2")
@@ -246,9 +261,10 @@ def build(variants, out_dir, crop=128):
     page = template().render(
         names=names,
         keys=keys,
+        breakable=breakable,
         rows=[
-            {**row, "shown": {k: _shown(f, k) for k in keys}, **s}
-            for row, f, s in zip(table.to_dict("records"), flats, scored)
+            {**row, "shown": {k: _shown(f, k) for k in keys}, **s, "heads": flag_heads(m["flags"])}
+            for row, f, s, m in zip(table.to_dict("records"), flats, scored, summaries)
         ],
         best=best,
         reports=[

@@ -82,13 +82,15 @@ def image_id(relpath):
     return safe
 
 
-def discover(folder, recursive=True):
+def discover(folder, recursive=True, leave_out=()):
     """List a folder's images without decoding them (cheap enough for Snakefile parse time).
 
     Returns Found entries sorted by path. Hidden files (".DS_Store", "._x.jpg"), files with an
     extension that is not an image's (or is one of an image format Pillow cannot read), folders
     whose name looks like an image and broken links are reported as skipped with the reason; hidden
-    folders are not read. Decoding problems are found later, in the patch jobs.
+    folders are not read, nor the folders given in leave_out (the workflow's own outputs, which
+    would otherwise come back as inputs of the next run). Decoding problems are found later, in the
+    patch jobs.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -98,6 +100,7 @@ def discover(folder, recursive=True):
             "or pass --config images=/path/to/folder"
         )
     found = []
+    outputs = {os.path.realpath(p) for p in leave_out}
 
     def unreadable(error):
         rel = os.path.relpath(error.filename, root).replace(os.sep, "/")
@@ -110,7 +113,12 @@ def discover(folder, recursive=True):
             if Path(d).suffix.lower() in IMAGE_EXTENSIONS and not d.startswith("."):
                 found.append(Found(prefix + d, None, "a folder, not an image file"))
         if recursive:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not d.startswith(".")
+                and os.path.realpath(os.path.join(dirpath, d)) not in outputs
+            ]
         else:
             dirnames[:] = []
         for name in filenames:

@@ -43,14 +43,32 @@ def workflow_run(tmp_path_factory, name, env=None, **changes):
     return work, images, proc
 
 
+def mean_colour(image, size):
+    """The trivial answer for an image: each size x size block painted its mean colour, a block
+    cut by the image's edge the mean of its own pixels (block_reduce pads it with NaN, which
+    nanmean leaves out; its default zero padding would darken the edge blocks and lower the
+    floor)."""
+    image = np.asarray(image, dtype=np.float64)
+    means = block_reduce(image, (size, size, 1), np.nanmean, cval=np.nan)
+    flat = np.repeat(np.repeat(means, size, axis=0), size, axis=1)
+    return flat[: image.shape[0], : image.shape[1]]
+
+
 def mean_colour_psnr(source, size):
-    """PSNR of the trivial answer for an image: each size x size block painted its mean colour."""
+    """PSNR of the trivial answer for an image file."""
     image = np.asarray(Image.open(source).convert("RGB"), dtype=np.float64)
-    means = block_reduce(image, (size, size, 1), np.mean)
-    flat = np.repeat(np.repeat(means, size, axis=0), size, axis=1)[
-        : image.shape[0], : image.shape[1]
-    ]
-    return peak_signal_noise_ratio(image, np.rint(flat), data_range=255)
+    return peak_signal_noise_ratio(image, np.rint(mean_colour(image, size)), data_range=255)
+
+
+def test_the_trivial_answer_is_each_blocks_own_mean_up_to_the_edges():
+    # 20 x 13 pixels: blocks of 16 leave a strip of 4 and one of 13 at the edges
+    rng = np.random.default_rng(0)
+    image = np.repeat(rng.integers(0, 256, (1, 1, 3)), 20, axis=0).repeat(13, axis=1)
+    image[16:, :, 0] = 10  # the bottom strip has its own red
+    flat = mean_colour(image, 16)
+    assert flat.shape == image.shape
+    # sums of at most 256 integers: exact in float64 but for the division, within 1e-9
+    np.testing.assert_allclose(flat, image, atol=1e-9)
 
 
 def learning_failures(work, images):
