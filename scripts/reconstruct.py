@@ -20,5 +20,6 @@ with job(snakemake.log[0], "reconstruct"):
         ensemble=p["ensemble"],
         task=snakemake.params.task,
         max_megapixels=snakemake.params.max_megapixels,
+        target_path=snakemake.input.target or None,
     )
     print(record)

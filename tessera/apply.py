@@ -28,7 +28,7 @@ from tessera.images import (
 
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
 TILING_KEYS = ("size_multiple", "receptive_radius", "task")
-TASKS = ("reconstruct", "denoise")
+TASKS = ("reconstruct", "denoise", "paired")
 _HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
 
 
@@ -182,8 +182,8 @@ def apply_image(
 ):
     """Run the model on one image file as it is and write the result as a PNG of the same size.
 
-    A denoising model gets the photo itself as its noisy input. Only a reconstructing model, whose
-    input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
+    A denoising or paired model gets the photo itself as its damaged input. Only a reconstructing
+    model, whose input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
     image, _ = load_image(image_path, max_megapixels=max_megapixels)

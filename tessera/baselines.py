@@ -3,6 +3,7 @@
 In denoise mode: the noisy input itself, a Gaussian blur, a median filter and non-local means
 (scikit-image), each with its parameter chosen on the training images. In reconstruct mode: JPEG at
 quality 75 and 95 (Pillow), with its size in bytes per pixel, the price a learned code must beat.
+In paired mode: the damaged image itself, measured against its clean partner.
 """
 
 import io
@@ -103,10 +104,13 @@ def jpeg(clean, quality):
     return decoded, len(buf.getvalue()) / (clean.shape[0] * clean.shape[1])
 
 
-def evaluate(image_id, clean, task, params):
-    """Rows (image, method, parameter, psnr, ssim, bytes_per_pixel) for one image."""
+def evaluate(image_id, clean, task, params, damaged=None):
+    """Rows (image, method, parameter, psnr, ssim, bytes_per_pixel) for one image (with task
+    paired, clean is the image's target and damaged the image)."""
     rows = []
-    if task["kind"] == "denoise":
+    if task["kind"] == "paired":
+        rows.append(("damaged input", None, *_scores(clean, damaged), None))
+    elif task["kind"] == "denoise":
         noisy = noise.fixed(clean, task, image_id)
         rows.append(("noisy input", None, *_scores(clean, noisy), None))
         for name, value in params.items():
@@ -124,9 +128,10 @@ def evaluate(image_id, clean, task, params):
     ]
 
 
-def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1):
+def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1, targets=None):
     """Choose parameters on the training images, then score every usable image, a few images in
-    memory at a time (one per thread), however many there are."""
+    memory at a time (one per thread), however many there are. targets: {image id: its clean
+    partner} with task paired."""
     split = read_table(split_tsv)
     by_id = dict(zip(split.image, split.split))
     params = {}
@@ -142,7 +147,11 @@ def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, thread
 
     def score(item):
         image_id, path = item
-        return evaluate(image_id, load_image(path, max_megapixels=max_megapixels)[0], task, params)
+        image = load_image(path, max_megapixels=max_megapixels)[0]
+        if targets:
+            clean = load_image(targets[image_id], max_megapixels=max_megapixels)[0]
+            return evaluate(image_id, clean, task, params, damaged=image)
+        return evaluate(image_id, image, task, params)
 
     with ThreadPoolExecutor(threads) as pool:
         rows = [r for rs in pool.map(score, sources.items()) for r in rs]

@@ -166,7 +166,7 @@ class Crops:
 
     def take(self, idx):
         s = self.size
-        out = np.empty((len(idx), s, s, 3), np.uint8)
+        out = np.empty((len(idx), s, s, self.reader.shapes[0][-1] if idx.size else 3), np.uint8)
         files = np.searchsorted(self.starts, idx, side="right") - 1
         for k, (f, i) in enumerate(zip(files, idx)):
             y, x = self.positions[f][i - self.starts[f]]
@@ -327,7 +327,11 @@ class Trainer(keras.Model):
         # the replicas, which turns the integers into floats
         codes, offsets = ops.cast(codes, "int32"), ops.cast(offsets, "int32")
         clean = dihedral_on_device(ops.cast(patches, "float32"), codes, self.maps)
-        given = self._noisy(clean, offsets) if self.task["kind"] == "denoise" else clean
+        if self.task["kind"] == "paired":
+            # damaged and clean side by side in the channels, turned together above
+            given, clean = clean[..., :3], clean[..., 3:]
+        else:
+            given = self._noisy(clean, offsets) if self.task["kind"] == "denoise" else clean
         scale = np.float32(1 / 255)
         answer = self.core(given * scale, training=training)
         return ops.concatenate([ops.cast(answer, "float32"), clean * scale], axis=-1)
@@ -349,7 +353,9 @@ class Trainer(keras.Model):
 
 def validation_pair(clean, task):
     """The fixed validation (input, target) as uint8: the noise is fixed by task.seed, so losses
-    compare across epochs and runs."""
+    compare across epochs and runs. Paired patches hold their damaged and clean sides."""
+    if task["kind"] == "paired":
+        return clean[..., :3], clean[..., 3:]
     if task["kind"] != "denoise":
         return clean, clean
     return noise.add(clean, task, noise.rng_for("validation", task)), clean

@@ -217,10 +217,15 @@ def run(
     task=None,
     max_megapixels=None,
     ensemble=False,
+    target_path=None,
 ):
+    """Rebuild one image and measure it against the truth: the image itself, or with a target
+    (task paired) the image's clean partner, the image being what the model is given."""
     model, summary = load(model_path, summary_path)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given = model_input(clean, image_id, task)
+    if target_path is not None:
+        given, clean = clean, load_image(target_path, max_megapixels=max_megapixels)[0]
     started = time.perf_counter()
     output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
     rebuilt = to_uint8(output)

@@ -141,11 +141,12 @@ def quality_flags(model, batches, loss, task):
             f"{mean['model']:.5f} vs {mean['mean_colour']:.5f}); train longer or pick another "
             "preset"
         )
-    if task["kind"] == "denoise":
-        figures["val_loss_noisy_input"] = mean["input"]
+    if task["kind"] in ("denoise", "paired"):
+        what = "noisy" if task["kind"] == "denoise" else "damaged"
+        figures[f"val_loss_{what}_input"] = mean["input"]
         if mean["model"] >= mean["input"]:
             flags.append(
-                f"no better than the noisy input itself (validation loss {mean['model']:.5f} vs "
+                f"no better than the {what} input itself (validation loss {mean['model']:.5f} vs "
                 f"{mean['input']:.5f})"
             )
     return figures, flags
@@ -272,8 +273,8 @@ def compiled_model(settings, data, task, log):
             loss=PairedLoss(settings["loss"]),
         )
         # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
-        n, s = len(used), data["size"]
-        trainer((np.zeros((n, s, s, 3), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
+        n, s, c = len(used), data["size"], 6 if task["kind"] == "paired" else 3
+        trainer((np.zeros((n, s, s, c), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
     return core, trainer, info, used
 
 
