@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import TesseraError
+from tessera import TesseraError, tasks
 from tessera import reconstruct as rec
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -28,7 +28,7 @@ from tessera.images import (
 
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
 TILING_KEYS = ("size_multiple", "receptive_radius", "task")
-TASKS = ("reconstruct", "denoise", "paired")
+TASKS = tuple(tasks.REGISTRY)
 _HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
 
 
@@ -182,8 +182,8 @@ def apply_image(
 ):
     """Run the model on one image file as it is and write the result as a PNG of the same size.
 
-    A denoising or paired model gets the photo itself as its damaged input. Only a reconstructing
-    model, whose input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
+    A denoising or restoring model gets the photo itself as its damaged input. Only a reconstructing model, whose
+    input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
     image, _ = load_image(image_path, max_megapixels=max_megapixels)
@@ -194,7 +194,7 @@ def apply_image(
     save_png(result, out_png)
     height, width = image.shape[:2]
     record = {"image": image_id, "source": str(image_path), "width": width, "height": height}
-    if summary["task"]["kind"] == "reconstruct":
+    if tasks.get(summary["task"]).input_is_target:
         record.update(rec.metrics(image, result))
         record["seam_ratio"] = rec.seam_ratio(image, result, plan)
     record.update(

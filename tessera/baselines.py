@@ -1,12 +1,12 @@
-"""Stage: classical methods on the same images and noise, so the autoencoder's figures have a scale.
+"""Stage: classical methods on the same images and damage, so the autoencoder's figures have a scale.
 
-In denoise mode: the noisy input itself, a Gaussian blur, a median filter and non-local means
-(scikit-image), each with its parameter chosen on the training images. In reconstruct mode: JPEG at
-quality 75 and 95 (Pillow), with its size in bytes per pixel, the price a learned code must beat.
-In paired mode: the damaged image itself, measured against its clean partner.
+Which methods apply is the task's to say (tessera.tasks): in denoise mode the noisy input itself, a
+Gaussian blur, a median filter and non-local means (scikit-image); in restore mode the damaged
+input and the methods for its degradations; each with its parameter chosen on the training images.
+In reconstruct mode: JPEG at quality 75 and 95 (Pillow), with its size in bytes per pixel, the
+price a learned code must beat. In paired mode: the damaged image itself, against its target.
 """
 
-import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,46 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import noise
+from tessera import tasks
 from tessera.images import load_image
 from tessera.measure import metrics, to_uint8
 from tessera.split import read_table
+from tessera.task_denoise import DENOISERS  # noqa: F401  (the denoise task's methods)
+from tessera.task_reconstruct import JPEG_QUALITIES, jpeg  # noqa: F401
 
 TUNE_CROP = 256  # parameters are chosen on centre crops of the training images: quick, and enough
 TUNE_IMAGES = 16  # on at most this many of them, spread over the folder, however large it is
-JPEG_QUALITIES = (75, 95)
-
-
-def _gaussian(img, sigma, _level):
-    from skimage.filters import gaussian
-
-    return gaussian(img, sigma=sigma, channel_axis=2, preserve_range=True)
-
-
-def _median(img, size, _level):
-    from skimage.filters import median
-
-    footprint = np.ones((size, size), bool)
-    return np.stack([median(img[..., c], footprint) for c in range(img.shape[2])], axis=2)
-
-
-def _nlm(img, h, sigma):
-    from skimage.restoration import denoise_nl_means
-
-    f = img.astype(np.float64) / 255
-    out = denoise_nl_means(
-        f, h=h * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=2
-    )
-    return out * 255
-
-
-# name -> (function(noisy, parameter, noise level), the parameter values tried on training images);
-# the non-local means parameter is its filtering strength h as a multiple of the noise level.
-DENOISERS = {
-    "gaussian blur": (_gaussian, (0.5, 0.75, 1.0, 1.5, 2.0)),
-    "median filter": (_median, (3, 5, 7)),
-    "non-local means": (_nlm, (0.4, 0.5, 0.6, 0.8, 1.0)),
-}
+COLUMNS = ("image", "method", "parameter", "psnr", "ssim", "bytes_per_pixel")
 
 
 def _scores(clean, out):
@@ -68,24 +38,26 @@ def _crop(image, size=TUNE_CROP):
 
 
 def tune(training, task, threads=1):
-    """The parameter of each denoiser with the best mean PSNR on the training images.
+    """The parameter of each of the task's classical methods with the best mean PSNR on the
+    training images.
 
     training: (image id, clean uint8 array) pairs. Returns {name: parameter}.
     """
+    kind = tasks.get(task)
+    table = kind.baselines(task)
     crops = [(i, _crop(c)) for i, c in training]
-    noisy = [(c, noise.fixed(c, task, i)) for i, c in crops]
+    damaged = [(c, *kind.fixed(c, task, i)) for i, c in crops]
 
     def score(item):
         name, value = item
-        fn = DENOISERS[name][0]
-        level = noise.level(task)
+        fn = table[name][0]
         return (
             name,
             value,
-            np.mean([_scores(c, to_uint8(fn(n, value, level), scale=1))[0] for c, n in noisy]),
+            np.mean([_scores(c, to_uint8(fn(g, value, e), scale=1))[0] for c, g, e in damaged]),
         )
 
-    grid = [(name, v) for name, (_, values) in DENOISERS.items() for v in values]
+    grid = [(name, v) for name, (_, values) in table.items() for v in values]
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(score, grid))
     best = {}
@@ -95,37 +67,24 @@ def tune(training, task, threads=1):
     return {name: value for name, (value, _) in best.items()}
 
 
-def jpeg(clean, quality):
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(clean).save(buf, format="JPEG", quality=quality)
-    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return decoded, len(buf.getvalue()) / (clean.shape[0] * clean.shape[1])
-
-
 def evaluate(image_id, clean, task, params, damaged=None):
-    """Rows (image, method, parameter, psnr, ssim, bytes_per_pixel) for one image (with task
-    paired, clean is the image's target and damaged the image)."""
-    rows = []
-    if task["kind"] == "paired":
-        rows.append(("damaged input", None, *_scores(clean, damaged), None))
-    elif task["kind"] == "denoise":
-        noisy = noise.fixed(clean, task, image_id)
-        rows.append(("noisy input", None, *_scores(clean, noisy), None))
-        for name, value in params.items():
-            out = DENOISERS[name][0](noisy, value, noise.level(task))
-            rows.append((name, value, *_scores(clean, to_uint8(out, scale=1)), None))
+    """Rows (image, method, parameter, psnr, ssim, bytes_per_pixel) for one image, and psnr_holes
+    (PSNR inside the holes only) where the task made holes. With a pair, clean is the image's
+    target and damaged the image: the input is that file, not a draw of the task's."""
+    kind = tasks.get(task)
+    if damaged is not None:
+        found, extra = [(f"{kind.input_word} input", None, damaged, None)], None
     else:
-        for q in JPEG_QUALITIES:
-            decoded, bpp = jpeg(clean, q)
-            rows.append((f"JPEG q{q}", q, *_scores(clean, decoded), round(bpp, 4)))
-    return [
-        dict(
-            zip(("image", "method", "parameter", "psnr", "ssim", "bytes_per_pixel"), (image_id, *r))
-        )
-        for r in rows
-    ]
+        found, extra = kind.evaluate(image_id, clean, task, params)
+    holes = tasks.holes_of(extra)
+    rows = []
+    for method, value, out, bpp in found:
+        out = out if out.dtype == np.uint8 else to_uint8(out, scale=1)
+        row = dict(zip(COLUMNS, (image_id, method, value, *_scores(clean, out), bpp)))
+        if holes is not None:
+            row["psnr_holes"] = tasks.psnr_inside(clean, out, holes)
+        rows.append(row)
+    return rows
 
 
 def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1, targets=None):
@@ -135,7 +94,7 @@ def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, thread
     split = read_table(split_tsv)
     by_id = dict(zip(split.image, split.split))
     params = {}
-    if task["kind"] == "denoise":
+    if tasks.get(task).baselines(task):
         train = sorted(i for i in sources if by_id.get(i) == "train")
         chosen = [
             train[k] for k in np.unique(np.linspace(0, len(train) - 1, TUNE_IMAGES).astype(int))

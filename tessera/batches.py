@@ -12,13 +12,12 @@ from the files with pread, so memory does not grow with the folder.
 import os
 import resource
 from collections import OrderedDict
-from statistics import NormalDist
 
 import keras
 import numpy as np
 from keras import ops
 
-from tessera import noise
+from tessera import tasks
 from tessera.images import DIHEDRAL, dihedral
 from tessera.patches import grid_positions
 
@@ -223,10 +222,19 @@ class Batches(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, source, batch_size, seed, augment_on, first_epoch=0, drop_remainder=False, steps=None
+        self,
+        source,
+        batch_size,
+        seed,
+        augment_on,
+        first_epoch=0,
+        drop_remainder=False,
+        steps=None,
+        task=None,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.source, self.batch_size, self.seed = source, batch_size, seed
+        self.task, self.kind = task or {}, tasks.get(task)
         self.augment_on, self.drop_remainder, self.steps = augment_on, drop_remainder, steps
         self.noise_span = NOISE_BANK - 3 * source.size**2
         self.epoch = first_epoch - 1
@@ -251,7 +259,11 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         codes = rng.integers(0, DIHEDRAL, len(idx)) if self.augment_on else np.zeros(len(idx))
         offsets = rng.integers(0, self.noise_span, len(idx))
-        given = (self.source.take(idx), codes.astype(np.int32), offsets.astype(np.int32))
+        # a task that damages its input on the host draws from its own generator of (seed, epoch,
+        # batch), so the codes and offsets stay those of every other task
+        damage = np.random.default_rng([self.seed, self.epoch, i, 1])
+        patches = self.kind.on_host(self.source.take(idx), self.task, damage)
+        given = (patches, codes.astype(np.int32), offsets.astype(np.int32))
         return given, np.zeros(len(idx), np.uint8)  # the target is made on the device
 
     def on_epoch_end(self):
@@ -296,8 +308,9 @@ class PairedLoss(keras.losses.Loss):
 
 class Trainer(keras.Model):
     """The preset as it is trained: uint8 patches, flip/turn codes and noise offsets in; the model
-    input and target are made here, inside the training step; the output is the model's answer
-    and the target side by side, which PairedLoss compares.
+    input and target are made here, inside the training step, by the task (tessera.tasks), or
+    come from the host side by side (6 channels); the output is the model's answer and the target
+    side by side, which PairedLoss compares.
 
     The target is the flipped/turned clean patch and the input is made from that same patch, so
     input and target always get the same transform: the blog post's bug was to transform them
@@ -306,10 +319,10 @@ class Trainer(keras.Model):
 
     def __init__(self, core, size, task, seed):
         super().__init__(name=f"training_{core.name}")
-        self.core, self.task = core, task
+        self.core, self.task, self.kind = core, task, tasks.get(task)
         self.maps = dihedral_maps(size)
         self.window = 3 * size * size
-        if task["kind"] == "denoise":
+        if self.kind.uses_noise_bank:
             # autocast off: under a mixed policy the noise stays float32, not bfloat16
             self.bank = self.add_weight(
                 shape=(NOISE_BANK,),
@@ -326,39 +339,21 @@ class Trainer(keras.Model):
         # cast again: TensorFlow's MirroredStrategy builds the model from a batch averaged over
         # the replicas, which turns the integers into floats
         codes, offsets = ops.cast(codes, "int32"), ops.cast(offsets, "int32")
-        clean = dihedral_on_device(ops.cast(patches, "float32"), codes, self.maps)
-        if self.task["kind"] == "paired":
-            # damaged and clean side by side in the channels, turned together above
-            given, clean = clean[..., :3], clean[..., 3:]
+        turned = dihedral_on_device(ops.cast(patches, "float32"), codes, self.maps)
+        if self.kind.channels == 6:  # the host made the input: (clean, input) turned together
+            clean, given = turned[..., :3], turned[..., 3:]
         else:
-            given = self._noisy(clean, offsets) if self.task["kind"] == "denoise" else clean
+            clean = turned
+            given = self.kind.on_device(self, clean, offsets, self.task)
         scale = np.float32(1 / 255)
         answer = self.core(given * scale, training=training)
         return ops.concatenate([ops.cast(answer, "float32"), clean * scale], axis=-1)
 
-    def _noisy(self, clean, offsets):
-        """Noise on 0..255 values, rounded and clipped to 8 bits as tessera.noise.add does."""
-        shape = ops.shape(clean)
-        z = ops.take(self.bank, ops.expand_dims(offsets, 1) + ops.arange(self.window), axis=0)
-        z = ops.reshape(z, shape)
-        if self.task["noise"] == "gaussian":
-            return ops.clip(ops.round(clean + z * self.task["sigma"]), 0, 255)
-        # salt and pepper: a pixel (all channels) is hit when |z| passes the level that a share
-        # `rate` of normal values exceeds, and turns white or black by z's sign
-        level = NormalDist().inv_cdf(1 - self.task["rate"] / 2)
-        z = z[..., :1]
-        hit = ops.abs(z) > level
-        return ops.where(hit, ops.where(z > 0, 255.0, 0.0), clean)
-
 
 def validation_pair(clean, task):
-    """The fixed validation (input, target) as uint8: the noise is fixed by task.seed, so losses
-    compare across epochs and runs. Paired patches hold their damaged and clean sides."""
-    if task["kind"] == "paired":
-        return clean[..., :3], clean[..., 3:]
-    if task["kind"] != "denoise":
-        return clean, clean
-    return noise.add(clean, task, noise.rng_for("validation", task)), clean
+    """The fixed validation (input, target) as uint8: the damage is fixed by task.seed, so losses
+    compare across epochs and runs."""
+    return tasks.get(task).validation(clean, task)
 
 
 def in_batches(given, target, size=256):

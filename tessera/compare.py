@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import TesseraError, reconstruct, report
+from tessera import TesseraError, reconstruct, report, tasks
 from tessera.images import load_image
 
-# The noisy input is where a denoiser starts, not a method it has to beat.
-NOT_A_METHOD = "noisy input"
+# The noisy or damaged input is where a model starts, not a method it has to beat.
+NOT_A_METHOD = tuple(f"{t.input_word} input" for t in tasks.REGISTRY.values() if t.input_caption)
 SCORES = ["val_psnr", "val_ssim", "margin_db", "params", "epochs", "patches_per_s", "train_wall_s"]
 _MISSING = object()
 
@@ -89,7 +89,7 @@ def scores(table, baselines):
     _, mean = report.comparison(table, baselines)
     val = mean[mean.split == "val"].set_index("method")
     ours = val.loc[report.AUTOENCODER] if report.AUTOENCODER in val.index else None
-    rivals = val.psnr.drop([report.AUTOENCODER, NOT_A_METHOD], errors="ignore").dropna()
+    rivals = val.psnr.drop([report.AUTOENCODER, *NOT_A_METHOD], errors="ignore").dropna()
     out = {
         "val_psnr": float(ours.psnr) if ours is not None else float("nan"),
         "val_ssim": float(ours.ssim) if ours is not None else float("nan"),
@@ -164,9 +164,10 @@ def crops(variants, image_id, side, crops_dir, out_dir):
     task = variants[0]["settings"].get("task") or {}
     given = reconstruct.model_input(clean, image_id, task)
     if given is not clean:
+        shown = tasks.get(task).input_caption
         same = all((v["settings"].get("task") or {}) == task for v in variants)
-        caption = "noisy input" if same else f"noisy input (noise of {variants[0]['name']})"
-        pictures.append(picture(caption, given, "noisy"))
+        caption = shown if same else f"{shown} (damage of {variants[0]['name']})"
+        pictures.append(picture(caption, given, shown.split()[0]))
     for i, v in enumerate(variants, 1):
         rebuilt = _rebuilt(v["rebuilt"][image_id], clean.shape)
         pictures.append(picture(v["name"], rebuilt, f"{i:02d}.{_slug(v['name'])}"))

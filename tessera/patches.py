@@ -56,9 +56,10 @@ def run(
     the file as the user knows it (its path inside the images folder), shown in the report;
     max_megapixels is the decompression-bomb limit (None for none).
 
-    With a target (task paired: the clean partner of a damaged image), each patch holds the damaged
-    pixels in channels 0-2 and the clean ones at the same place in channels 3-5: one file, cut once,
-    so the two sides cannot drift apart and training reads them as it reads any patch.
+    With a target (task paired: the clean partner of a damaged image), each patch holds the clean
+    pixels in channels 0-2 and the damaged ones at the same place in channels 3-5 (the order
+    tessera.tasks gives a 6-channel patch): one file, cut once, so the two sides cannot drift
+    apart and training reads them as it reads any patch.
     """
     info = {"image": image_id, "path": name or str(image_path)}
     channels = 3 if target_path is None else 6
@@ -66,7 +67,7 @@ def run(
         image, notes = load_image(image_path, max_megapixels)
         if target_path is not None:
             clean = _partner(image, name or image_path, target_path, target_name, max_megapixels)
-            image = np.concatenate([image, clean], axis=2)
+            image = np.concatenate([clean, image], axis=2)
     except UnusableImage as e:
         patches = np.zeros((0, size, size, channels), dtype=np.uint8)
         info.update(status="skipped", reason=e.reason, patches=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tessera import TesseraError, noise
+from tessera import TesseraError, tasks
 from tessera.measure import metrics, to_uint8
 from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
@@ -196,11 +196,9 @@ def tiled(model, image, summary, tile, margin, mode, batch_size, ensemble=False)
 
 
 def model_input(clean, image_id, task):
-    """What the model is given for an image: the image itself, or in denoise mode a noisy copy
-    whose noise is fixed by the task's seed and the image's id."""
-    if task and task.get("kind") == "denoise":
-        return noise.fixed(clean, task, image_id)
-    return clean
+    """What the model is given for an image: the image itself, or the task's damaged copy (a
+    noisy one in denoise mode) fixed by the task's seed and the image's id."""
+    return tasks.get(task).fixed(clean, task or {}, image_id)[0]
 
 
 def run(
@@ -223,8 +221,8 @@ def run(
     (task paired) the image's clean partner, the image being what the model is given."""
     model, summary = load(model_path, summary_path)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
-    given = model_input(clean, image_id, task)
-    if target_path is not None:
+    given, extra = tasks.get(task).fixed(clean, task or {}, image_id)
+    if target_path is not None:  # a pair: the image is the damaged input, its target the truth
         given, clean = clean, load_image(target_path, max_megapixels=max_megapixels)[0]
     started = time.perf_counter()
     output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
@@ -248,5 +246,9 @@ def run(
     }
     if given is not clean:
         record.update({f"{k}_input": v for k, v in metrics(clean, given).items()})
+    holes = tasks.holes_of(extra)
+    if holes is not None:  # what matters for inpainting: the pixels that were missing
+        record["psnr_holes"] = tasks.psnr_inside(clean, rebuilt, holes)
+        record["psnr_holes_input"] = tasks.psnr_inside(clean, given, holes)
     Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from tessera import reconstruct
+from tessera import reconstruct, tasks
 from tessera.images import load_image
 from tessera.measure import collapsed
 from tessera.split import read_table
@@ -43,8 +43,9 @@ def means(table, cols=("psnr", "ssim", "mse")):
 
 def comparison(table, baselines):
     """One row per (image, method), the autoencoder included, and the mean per split and method."""
-    ours = table[["image", "split", "psnr", "ssim"]].assign(method=AUTOENCODER)
-    rows = pd.concat([ours, baselines[["image", "split", "method", "psnr", "ssim"]]])
+    cols = ["image", "split", "psnr", "ssim"] + (["psnr_holes"] if "psnr_holes" in table else [])
+    ours = table[cols].assign(method=AUTOENCODER)
+    rows = pd.concat([ours, baselines[[*cols[:2], "method", *cols[2:]]]])
     if "bytes_per_pixel" in baselines:
         rows = rows.merge(
             baselines[["image", "method", "bytes_per_pixel"]], on=["image", "method"], how="left"
@@ -56,6 +57,8 @@ def comparison(table, baselines):
 def verdicts(rows, summary):
     """Plain sentences: against which method the autoencoder wins or loses, on which images."""
     out = []
+    kind = tasks.get(summary.get("task"))
+    harmed = None if kind.input_is_target else f"{kind.input_word} input"
     split = "val" if (rows.split == "val").any() else "train"
     part = rows[rows.split == split]
     ours = part[part.method == AUTOENCODER].set_index("image").psnr
@@ -76,6 +79,23 @@ def verdicts(rows, summary):
                 f"{summary['latent_values_per_pixel']:.3f} values per pixel before any entropy coding"
             )
         out.append(sentence + ".")
+        if "psnr_holes" in group:
+            inside = float(
+                (
+                    part[part.method == AUTOENCODER].set_index("image").psnr_holes
+                    - group.set_index("image").psnr_holes.reindex(ours.index)
+                ).mean()
+            )
+            out.append(
+                f"Inside the holes alone the autoencoder {'beats' if inside > 0 else 'loses to'} "
+                f"{method} by {abs(inside):.2f} dB mean PSNR."
+            )
+        if method == harmed and gain < 0:
+            out.append(
+                f"The network harms its inputs: on the {side} images its output is "
+                f"{-gain:.2f} dB worse than the {method} it was given (worse on "
+                f"{len(ours) - wins} of {len(ours)} images)."
+            )
     return out
 
 
@@ -145,12 +165,17 @@ KINDS = {
     "naive minus ours": "seams",
 }
 
+# each task's input picture ("damaged input") -> its word ("damaged")
+INPUT_SLUGS = {
+    t.input_caption: t.input_caption.split()[0] for t in tasks.REGISTRY.values() if t.input_caption
+}
+
 
 def _figure(kind, array, full, image_id, images_dir, report_dir, thumb):
     """One gallery picture: the full-size file (written unless it exists) and its thumbnail."""
     from PIL import Image
 
-    slug = KINDS.get(kind, "after")
+    slug = KINDS.get(kind) or INPUT_SLUGS.get(kind, "after")
     if array is None:
         array = np.asarray(Image.open(full).convert("RGB"))
     else:
@@ -170,11 +195,11 @@ def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
         after = np.asarray(Image.open(row.rebuilt).convert("RGB"))
         given = reconstruct.model_input(before, row.image, task)
         pictures = [("before", before, None)]
-        if row.damaged:
+        if row.damaged:  # a pair: the damaged image is a file of its own
             damaged, _ = load_image(row.damaged, max_megapixels=max_megapixels)
-            pictures.append(("damaged input", damaged, None))
+            pictures.append((tasks.get(task).input_caption, damaged, None))
         elif given is not before:
-            pictures.append(("noisy input", given, None))
+            pictures.append((tasks.get(task).input_caption, given, None))
         pictures += [("after", None, Path(row.rebuilt)), ("difference", _diff(before, after), None)]
         entries.append(
             {
@@ -296,9 +321,17 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
     cols = ["psnr", "ssim", "mse", "seam_ratio"] + (
         ["psnr_input", "ssim_input"] if "psnr_input" in table else []
     )
+    holes = "psnr_holes" in table
+    cols += ["psnr_holes", "psnr_holes_input"] if holes else []
+    kind = tasks.get(task)
     page = template().render(
         summary=summary,
         task=task,
+        task_text=kind.describe(task),
+        damaged=not kind.input_is_target,
+        input_word=kind.input_word,
+        output_word=kind.output_word,
+        holes=holes,
         losses=losses.to_dict("records"),
         rows=table.drop(columns=["source", "rebuilt", "damaged"]).to_dict("records"),
         means=means(table, cols).to_dict("records"),

@@ -74,10 +74,10 @@ def validate(config, schema):
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
-        raise TesseraError(_describe(error))
+        raise TesseraError(_describe(error, schema))
 
 
-def _describe(error):
+def _describe(error, schema=None):
     path = [str(p) for p in error.absolute_path]
     if error.validator == "additionalProperties":
         known = list(error.schema.get("properties", {}))
@@ -87,12 +87,25 @@ def _describe(error):
         return f"{key}: unknown setting; {where} takes: {', '.join(known)}"
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance][0]
-        sub = error.schema["properties"][missing]
-        what = f" ({sub['description']})" if "description" in sub else ""
+        # a conditional requirement (if/then) names the key without describing it
+        sub = error.schema.get("properties", {}).get(missing) or _described(error, missing, schema)
+        said = "description" in sub and sub.get("type") != "array"  # a list's is in _allowed
+        what = f" ({sub['description']})" if said else ""
         return f"{'.'.join(path + [missing])}: missing; set it to {_allowed(sub)}{what}"
     key = ".".join(path) or "config"
     given = json.dumps(error.instance, ensure_ascii=False, default=str)
     return f"{key}: {given} is not allowed; use {_allowed(error.schema)}"
+
+
+def _described(error, key, schema):
+    """The schema entry of key in the object whose condition (allOf: if/then) requires it."""
+    node, found = schema or {}, {}
+    for step in error.absolute_schema_path:
+        if step == "allOf":
+            break
+        node = node[step]
+        found = node.get("properties", {}).get(key, found) if isinstance(node, dict) else found
+    return found
 
 
 _TYPE_WORDS = {
@@ -113,6 +126,8 @@ def _allowed(sub):
     types = [types] if isinstance(types, str) else list(types)
     if "object" in types:
         return f"a mapping of: {', '.join(sub.get('properties', {}))}"
+    if "array" in types:
+        return "a list" + (f" {sub['description']}" if "description" in sub else "")
     words = [_TYPE_WORDS[t] for t in types if t != "null"]
     text = " or ".join(words) or "a value"
     if "minimum" in sub and "maximum" in sub:

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tessera import TesseraError, backend, models
+from tessera import TesseraError, backend, models, tasks
 from tessera.measure import collapsed
 from tessera.split import read_table
 from tessera.batches import (
@@ -141,13 +141,13 @@ def quality_flags(model, batches, loss, task):
             f"{mean['model']:.5f} vs {mean['mean_colour']:.5f}); train longer or pick another "
             "preset"
         )
-    if task["kind"] in ("denoise", "paired"):
-        what = "noisy" if task["kind"] == "denoise" else "damaged"
-        figures[f"val_loss_{what}_input"] = mean["input"]
+    kind = tasks.get(task)
+    if not kind.input_is_target:
+        figures[f"val_loss_{kind.input_word}_input"] = mean["input"]
         if mean["model"] >= mean["input"]:
             flags.append(
-                f"no better than the {what} input itself (validation loss {mean['model']:.5f} vs "
-                f"{mean['input']:.5f})"
+                f"no better than the {kind.input_word} input itself (validation loss "
+                f"{mean['model']:.5f} vs {mean['input']:.5f})"
             )
     return figures, flags
 
@@ -273,8 +273,11 @@ def compiled_model(settings, data, task, log):
             loss=PairedLoss(settings["loss"]),
         )
         # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
-        n, s, c = len(used), data["size"], 6 if task["kind"] == "paired" else 3
-        trainer((np.zeros((n, s, s, c), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)))
+        n, s = len(used), data["size"]
+        channels = trainer.kind.channels
+        trainer(
+            (np.zeros((n, s, s, channels), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32))
+        )
     return core, trainer, info, used
 
 
@@ -389,6 +392,7 @@ def train(
         resume.after_epoch,
         drop_remainder=len(used) > 1,
         steps=settings.get("steps_per_epoch"),
+        task=task,
     )
     validation = Validation(core, val_in, val_target, settings["loss"])
     clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)

@@ -96,18 +96,19 @@ def test_patches_of_both_sides_are_cut_at_the_same_positions(tmp_path, max_patch
     info, cut = _cut(tmp_path, damaged, clean, max_patches=max_patches)
     assert info["status"] == "ok" and cut.shape[1:] == (16, 16, 6)
     assert len(cut) == (max_patches or info["patches"])
-    np.testing.assert_array_equal(cut[..., :3], 255 - cut[..., 3:])
+    # clean first, then damaged: the order tessera.tasks gives a 6-channel patch
+    np.testing.assert_array_equal(cut[..., 3:], 255 - cut[..., :3])
     # and the clean side is exactly what the patch stage cuts from the clean image alone
     alone = patches.extract(clean, 16, 8, max_patches, 0)
-    np.testing.assert_array_equal(cut[..., 3:], alone)
+    np.testing.assert_array_equal(cut[..., :3], alone)
 
 
 def test_random_sampling_keeps_the_pair_as_one_six_channel_image(tmp_path):
     clean = sample("chelsea.png", (100, 50, 163, 98))
     info, cut = _cut(tmp_path, 255 - clean, clean, sampling="random")
     assert cut.shape == (48, 63, 6)
-    np.testing.assert_array_equal(cut[..., 3:], clean)
-    np.testing.assert_array_equal(cut[..., :3], 255 - clean)
+    np.testing.assert_array_equal(cut[..., :3], clean)
+    np.testing.assert_array_equal(cut[..., 3:], 255 - clean)
 
 
 def test_a_partner_of_another_size_or_undecodable_is_skipped_naming_both(tmp_path):
@@ -141,17 +142,20 @@ def test_flips_and_turns_move_the_damaged_and_the_clean_side_together():
     import keras
 
     from tessera.batches import Trainer, validation_pair
+    from tessera.images import dihedral
 
     clean = sample("chelsea.png", (100, 50, 116, 66))
-    pair = np.concatenate([255 - clean, clean], axis=2)[None].repeat(8, axis=0)
+    pair = np.concatenate([clean, 255 - clean], axis=2)[None].repeat(8, axis=0)
     identity = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Identity()])
     trainer = Trainer(identity, 16, {"kind": "paired"}, seed=0)
     out = np.asarray(trainer((pair, np.arange(8, dtype=np.int32), np.zeros(8, np.int32))))
-    given, target = out[..., :3], out[..., 3:]
+    given, target = out[..., :3], out[..., 3:]  # the model's answer (here its input), the target
     # the model saw the damaged side; each of the 8 turns keeps it on the clean one's pixels
     # (x / 255 + (255 - x) / 255 is 1 up to float32 rounding, about 1e-7)
     np.testing.assert_allclose(given + target, 1.0, atol=1e-6)
     assert len({np.asarray(t).tobytes() for t in target}) == 8  # the turns did differ
+    for k in range(8):  # the target is the clean side, turned by its patch's code
+        np.testing.assert_allclose(target[k] * 255, dihedral(clean, k), atol=1e-3)
     val_in, val_target = validation_pair(pair, {"kind": "paired"})
     np.testing.assert_array_equal(val_in, 255 - clean[None].repeat(8, axis=0))
     np.testing.assert_array_equal(val_target, clean[None].repeat(8, axis=0))

@@ -1,0 +1,128 @@
+"""The task registry: what the model learns, as tessera.models holds what the model is.
+
+A task is named by the config's `task.kind`. Each is a subclass of Task, defined in its own module
+`tessera/task_<kind>.py` and registered there with `@register("<kind>")`; that module is imported
+at the bottom of this file (a static import, so that tessera/codeversion.py hashes it into every
+stage that uses tasks), and the kind, with any settings of its own under `task:`, goes into
+config/config.schema.yaml. Adding a task touches those two places and nothing else: training,
+validation, the baselines, reconstruction, apply, the report and the comparison page all ask the
+task through the methods below. `spec` is always the config's `task` mapping.
+
+How the model's training input is made from a clean uint8 patch, in one of two places:
+
+- on the device, inside the training step (`on_device`): keras.ops on float 0..255 tensors of the
+  already flipped and turned clean patches, with per-patch offsets into the trainer's bank of
+  normal values (`uses_noise_bank`), so TensorFlow, JAX and PyTorch do it on the GPU;
+- on the host (`on_host`), where keras.ops cannot (a real JPEG encode): numpy on the uint8 batch,
+  every draw from the generator it is given, which tessera.batches.Batches keys by (seed, epoch,
+  batch), never the global random state, so a resumed run draws the same damage. It returns the
+  batch the device gets: the clean patches alone (3 channels, then `on_device` makes the input), or
+  clean and input side by side on the channel axis (6 channels, set `channels = 6`), which the
+  training step flips and turns together, so they stay aligned.
+
+A task whose input comes from the host data rather than from the clean patch (pairs of damaged and
+clean images) sets `channels = 6`, has its patch source give 6-channel patches (clean, then
+damaged) and returns them from `on_host` as they are; `validation` splits them the same way.
+
+The rest of what a task says:
+
+- `fixed(clean, spec, name)`: the fixed input of one image (validation, reconstruction, baselines,
+  report), drawn from `task.seed` and the name only; returns (input, extra), `extra` being what a
+  classical method may know of the damage (a noise level, a mask of holes). The input is `clean`
+  itself (the same object) when the task changes nothing.
+- `validation(patches, spec)`: the fixed validation (input, target) uint8 arrays.
+- `baselines(spec)`: {name: (function(input, parameter, extra), parameters tried)}: classical
+  methods, each parameter chosen on the training images by tessera.baselines; `evaluate` scores
+  the input and each method on one image (override it for other rows, as reconstruct's JPEG sizes).
+- `input_caption`: the picture shown beside each image in the report and on the comparison page
+  (None: the input is the image itself); `input_word` names the input in warnings and verdicts.
+- `input_is_target`: the input is the truth, so apply can measure its outputs against it.
+"""
+
+import numpy as np
+
+from tessera import TesseraError
+from tessera.noise import rng_for  # noqa: F401  (the fixed draws of every task)
+
+REGISTRY = {}
+
+
+def register(kind):
+    """Class decorator: make a Task subclass the task of `task.kind: <kind>`."""
+
+    def add(cls):
+        REGISTRY[kind] = cls()
+        cls.kind = kind
+        return cls
+
+    return add
+
+
+def get(spec):
+    """The task of a config's `task` mapping (None or {} is reconstruct)."""
+    kind = (spec or {}).get("kind", "reconstruct")
+    if kind not in REGISTRY:
+        raise TesseraError(
+            f"task.kind: unknown task '{kind}'; choose one of: {', '.join(sorted(REGISTRY))}"
+        )
+    return REGISTRY[kind]
+
+
+def psnr_inside(clean, output, mask):
+    """PSNR (dB, 8-bit scale) over the pixels where mask is True only: a hole's filling."""
+    d = clean[mask].astype(np.float64) - output[mask].astype(np.float64)
+    mse = float(np.mean(d * d)) if d.size else 0.0
+    return round(10 * np.log10(255**2 / mse), 4) if mse > 0 else float("inf")
+
+
+class Task:
+    kind = None
+    channels = 3  # what the host hands the device per patch: 3 (clean) or 6 (clean, input)
+    uses_noise_bank = False
+    input_caption = None
+    input_word = "given"
+    output_word = "rebuilt"
+    input_is_target = False
+
+    def describe(self, spec):
+        """The task's settings in a few words, for the report ("" for none)."""
+        return ""
+
+    def on_host(self, patches, spec, rng):
+        return patches
+
+    def on_device(self, trainer, clean, offsets, spec):
+        return clean
+
+    def fixed(self, clean, spec, name):
+        return clean, None
+
+    def validation(self, patches, spec):
+        if self.channels == 6 and patches.shape[-1] == 6:
+            return patches[..., 3:], patches[..., :3]
+        given, _ = self.fixed(patches, spec, "validation")
+        return given, patches
+
+    def baselines(self, spec):
+        return {}
+
+    def evaluate(self, image_id, clean, spec, params):
+        """What the baselines stage scores on one image: rows (method, parameter, output, bytes
+        per pixel), the input itself first, then each classical method with its chosen
+        parameter; and the fixed draw's extra (a mask of holes is measured apart)."""
+        given, extra = self.fixed(clean, spec, image_id)
+        rows = [(f"{self.input_word} input", None, given, None)]
+        table = self.baselines(spec)
+        for name, value in params.items():
+            rows.append((name, value, table[name][0](given, value, extra), None))
+        return rows, extra
+
+
+def holes_of(extra):
+    """The mask of holes a fixed draw made (True inside), or None."""
+    return extra.get("holes") if isinstance(extra, dict) else None
+
+
+# Each task registers itself on import; imported here so that importing tessera.tasks is enough.
+from tessera import task_reconstruct, task_denoise, task_restore  # noqa: E402, F401
+from tessera import task_paired  # noqa: E402, F401
