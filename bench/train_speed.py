@@ -7,7 +7,7 @@ host side alone: batches produced per second, no model.
 
     python bench/train_speed.py [--presets compact seed] [--epochs 3] [--batch 64]
                                 [--patches 4096] [--precision float32|mixed_bfloat16|auto]
-                                [--task reconstruct|denoise] [--pipeline-only]
+                                [--task reconstruct|denoise|restore-jpeg|...] [--pipeline-only]
 """
 
 import argparse
@@ -30,6 +30,21 @@ SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "sample_images"
 TASKS = {
     "reconstruct": {"kind": "reconstruct"},
     "denoise": {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "seed": 0},
+    # restore damages the patches on the host: what --pipeline-only measures
+    "restore-jpeg": {"kind": "restore", "degradations": [{"kind": "jpeg", "quality": [10, 30]}]},
+    "restore-holes": {
+        "kind": "restore",
+        "degradations": [{"kind": "holes", "size": [2, 6], "count": [1, 2]}],
+    },
+    "restore-chain": {
+        "kind": "restore",
+        "degradations": [
+            {"kind": "blur", "sigma": [0.5, 2]},
+            {"kind": "downscale", "factor": [2, 4]},
+            {"kind": "noise", "sigma": [5, 50]},
+            {"kind": "jpeg", "quality": [10, 30]},
+        ],
+    },
 }
 
 
@@ -57,7 +72,7 @@ def machine():
 
 def pipeline_only(source, args):
     """Batches per second of the host side alone, over whole epochs."""
-    data = Batches(source, args.batch, seed=0, augment_on=True)
+    data = Batches(source, args.batch, seed=0, augment_on=True, task=TASKS[args.task])
     count, started = 0, time.perf_counter()
     for _ in range(args.epochs):
         for i in range(len(data)):
@@ -132,7 +147,9 @@ def main():
                 keras.utils.set_random_seed(0)
                 trainer = Trainer(models.build(name), 32, TASKS[args.task], seed=0)
                 trainer.compile(optimizer="adam", loss=PairedLoss())
-                batches = Batches(Patches(NpyFiles(files)), args.batch, seed=0, augment_on=True)
+                batches = Batches(
+                    Patches(NpyFiles(files)), args.batch, 0, True, task=TASKS[args.task]
+                )
                 rates["tessera"] = max(rates["tessera"], _run(trainer, batches, args))
             print(
                 f"{name:10} {rates['bare']:12.0f} {rates['tessera']:12.0f} "

@@ -322,3 +322,25 @@ def test_the_command_line_reports_a_bad_model_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     wrong = cli("apply", "m", "i", "o", "--max-megapixels", "lots")
     assert wrong.returncode == 2 and "--max-megapixels" in wrong.stderr
+
+
+def test_a_restoring_model_gets_the_damaged_photo_as_it_is_and_nothing_is_measured(
+    trained, tmp_path
+):
+    model_path, model, summary = trained
+    restorer = tmp_path / "restorer"
+    restorer.mkdir()
+    shutil.copy(model_path, restorer / "model.keras")
+    task = {"kind": "restore", "seed": 0, "degradations": [{"kind": "jpeg", "quality": [5, 5]}]}
+    (restorer / "summary.json").write_text(json.dumps(dict(summary, task=task)))
+    image = sample("rocket.jpg", (250, 150, 320, 251))
+    png(tmp_path / "in" / "saved.png", image)
+    apply.apply_folder(restorer / "model.keras", tmp_path / "in", tmp_path / "out", tile=TILE)
+    table = pd.read_csv(tmp_path / "out" / "metrics.tsv", sep="\t")
+    assert list(table.image) == ["saved.png"] and not {"psnr", "ssim"} & set(table.columns)
+    # the image is the damaged one: no JPEG is made of it first (8-bit rounding: within 1 level)
+    written = np.asarray(Image.open(tmp_path / "out" / "saved.png.png")).astype(int)
+    plan = rec.plan_for(image, summary, TILE, None, "crop")
+    assert np.abs(written - rec.to_uint8(rec.whole(model, image, plan))).max() <= 1
+    damaged = rec.model_input(image, "saved.png", task)
+    assert np.abs(written - rec.to_uint8(rec.whole(model, damaged, plan))).max() > 1

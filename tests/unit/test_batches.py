@@ -259,3 +259,68 @@ def test_the_training_step_runs_under_mixed_bfloat16(task):
         keras.config.set_dtype_policy("float32")
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     assert np.isfinite(np.asarray(out)).all()
+
+
+# Every task, and each degradation of restore alone: the alignment check below runs on all.
+DEGRADATIONS = {
+    "jpeg": {"kind": "jpeg", "quality": [10, 30]},
+    "blur": {"kind": "blur", "sigma": [0.5, 2]},
+    "downscale": {"kind": "downscale", "factor": [2, 4]},
+    "noise": {"kind": "noise", "sigma": [5, 50]},
+    "holes": {"kind": "holes", "size": [2, 6], "count": [4, 8]},
+}
+EVERY_TASK = {
+    "reconstruct": RECONSTRUCT,
+    "denoise": DENOISE,
+    **{
+        f"restore-{name}": {"kind": "restore", "degradations": [d], "seed": 0}
+        for name, d in DEGRADATIONS.items()
+    },
+    "restore-chain": {"kind": "restore", "degradations": list(DEGRADATIONS.values()), "seed": 0},
+}
+
+
+def trained_pair(task, patches, first_epoch=0, batch=0, epochs_on=0):
+    """The (input, target) uint8 pair the training step makes from batch `batch` of an epoch."""
+    data = Batches(Patches(InMemory([patches])), 16, 3, True, first_epoch, task=task)
+    for _ in range(epochs_on):
+        data.on_epoch_end()
+    (x, codes, offsets), _ = data[batch]
+    out = np.asarray(identity_trainer(task)((x, codes, offsets))) * 255
+    return np.rint(out[..., :3]), np.rint(out[..., 3:]), x, codes
+
+
+@pytest.mark.parametrize("task", EVERY_TASK.values(), ids=EVERY_TASK.keys())
+def test_every_task_changes_only_the_input_and_keeps_it_aligned_with_the_target(task):
+    patches = strip_patches(32)
+    given, target, x, codes = trained_pair(task, patches)
+    # the target is the clean patch, flipped and turned by its code, and nothing else
+    clean = x[..., :3].astype(np.float32)
+    assert np.array_equal(target, dihedral_on_device(clean, codes, dihedral_maps(16)))
+
+    # the input lies closer to its own target than to any other flip, turn or one-pixel shift of
+    # it, over the batch: what the blog post's bug (input and target transformed apart) breaks
+    def moved(t):
+        yield from (np.rot90(t, k, axes=(1, 2)) for k in range(1, 4))
+        yield from (np.rot90(t, k, axes=(1, 2))[:, :, ::-1] for k in range(4))
+        yield from (np.roll(t, s, axis=a) for s in (-1, 1) for a in (1, 2))
+
+    own = np.mean((given - target) ** 2)
+    assert all(own < np.mean((given - m) ** 2) for m in moved(target))
+    if task["kind"] != "reconstruct":
+        assert not np.array_equal(given, target)
+
+
+@pytest.mark.parametrize(
+    "task", [t for k, t in EVERY_TASK.items() if k.startswith("restore")],
+    ids=[k for k in EVERY_TASK if k.startswith("restore")],
+)  # fmt: skip
+def test_host_damage_is_drawn_from_seed_epoch_and_batch_and_resumes_exactly(task):
+    patches = strip_patches(40)
+    first = trained_pair(task, patches, epochs_on=1)[0]
+    # the same (seed, epoch, batch) draws the same damage; a run resumed at epoch 1 too
+    assert np.array_equal(first, trained_pair(task, patches, epochs_on=1)[0])
+    assert np.array_equal(first, trained_pair(task, patches, first_epoch=1)[0])
+    # another epoch or batch draws other damage
+    assert not np.array_equal(first, trained_pair(task, patches)[0])
+    assert not np.array_equal(first, trained_pair(task, patches, epochs_on=1, batch=1)[0])

@@ -55,3 +55,26 @@ def test_file_names_are_escaped_in_the_page():
         "<td>&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;.png</td>"
     )
     assert report.template().environment.autoescape("report.html.j2")
+
+
+def test_verdicts_say_plainly_when_the_network_harms_its_inputs_and_how_it_does_in_the_holes():
+    table, _ = _tables()
+    table = table.assign(psnr_holes=[25.0, 24.0, 22.0])
+    base = pd.DataFrame(
+        {
+            "image": ["a.png", "b.png", "c.png"] * 2,
+            "split": ["train", "val", "val"] * 2,
+            "method": ["damaged input"] * 3 + ["biharmonic inpainting"] * 3,
+            "psnr": [29.0, 31.5, 28.5, 28.0, 30.0, 26.0],
+            "ssim": [0.8] * 6,
+            "psnr_holes": [10.0, 10.0, 10.0, 24.0, 25.0, 25.0],
+        }
+    )
+    rows, _ = report.comparison(table, base)
+    said = report.verdicts(rows, {"task": {"kind": "restore", "degradations": []}})
+    # validation: (31 - 31.5 + 27 - 28.5) / 2 = -1 dB against its own input, worse on both
+    harm = next(s for s in said if "harms its inputs" in s)
+    assert "1.00 dB worse than the damaged input" in harm and "worse on 2 of 2" in harm
+    # inside the holes: (24 - 25 + 22 - 25) / 2 = -2 dB against biharmonic inpainting
+    assert any("holes" in s and "loses to biharmonic inpainting by 2.00 dB" in s for s in said)
+    assert not any("harms" in s for s in report.verdicts(rows, {}))  # reconstruct: no input row

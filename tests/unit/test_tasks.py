@@ -1,0 +1,122 @@
+"""The task registry and restore's degradations: each a function of (image, range, generator),
+fixed draws for validation and rebuilding, and the classical baselines that apply."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tessera import baselines, tasks
+from tessera.task_reconstruct import jpeg
+from tessera.task_restore import DEGRADATIONS, HOLE_FILL, degrade
+from tests.conftest import REPO, sample
+
+RANGES = {
+    "jpeg": {"quality": [10, 30]},
+    "blur": {"sigma": [0.5, 2]},
+    "downscale": {"factor": [2, 4]},
+    "noise": {"sigma": [5, 50]},
+    "holes": {"size": [3, 8], "count": [1, 3]},
+}
+
+
+def restore(*kinds, seed=0):
+    return {
+        "kind": "restore",
+        "seed": seed,
+        "degradations": [{"kind": k, **RANGES[k]} for k in kinds],
+    }
+
+
+def test_the_schema_offers_exactly_the_registered_tasks_and_degradations():
+    schema = yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text())
+    task = schema["properties"]["task"]["properties"]
+    assert set(task["kind"]["enum"]) == set(tasks.REGISTRY)
+    assert set(task["degradations"]["items"]["properties"]["kind"]["enum"]) == set(DEGRADATIONS)
+    assert set(RANGES) == set(DEGRADATIONS)
+
+
+def test_an_unknown_task_is_one_line_naming_the_key():
+    with pytest.raises(tasks.TesseraError, match="task.kind: unknown task 'nope'; choose one of"):
+        tasks.get({"kind": "nope"})
+    assert tasks.get(None) is tasks.REGISTRY["reconstruct"]
+
+
+@pytest.mark.parametrize("kind", sorted(DEGRADATIONS))
+def test_each_degradation_draws_from_its_generator_only(kind):
+    image = sample("coffee.png", (100, 100, 164, 164))
+    d = {"kind": kind, **RANGES[kind]}
+    np.random.seed(1)
+    state = np.random.get_state()[1].copy()
+    a, _ = DEGRADATIONS[kind](image, d, np.random.default_rng(5), False)
+    b, _ = DEGRADATIONS[kind](image, d, np.random.default_rng(5), False)
+    assert np.array_equal(np.random.get_state()[1], state)  # the global state is never touched
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.shape == image.shape
+    assert not np.array_equal(a, image)
+    # another generator draws another value from the range, and so other damage
+    draws = [DEGRADATIONS[kind](image, d, np.random.default_rng(s), False)[0] for s in range(6)]
+    assert len({x.tobytes() for x in draws}) > 1
+
+
+def test_the_fixed_draw_takes_the_middle_of_each_range_and_the_seed_and_name():
+    image = sample("astronaut.png", (0, 0, 96, 96))
+    spec = restore("jpeg")
+    given, extra = tasks.get(spec).fixed(image, spec, "a.png")
+    assert np.array_equal(given, jpeg(image, 20)[0])  # qualities 10 to 30: validated at 20
+    assert extra["holes"] is None
+    spec = restore("holes")
+    one = tasks.get(spec).fixed(image, spec, "a.png")[0]
+    assert np.array_equal(one, tasks.get(spec).fixed(image, spec, "a.png")[0])
+    assert not np.array_equal(one, tasks.get(spec).fixed(image, spec, "b.png")[0])
+    assert not np.array_equal(
+        one, tasks.get(spec).fixed(image, restore("holes", seed=1), "a.png")[0]
+    )
+
+
+def test_holes_are_mid_gray_where_the_mask_says_and_nowhere_else():
+    image = sample("chelsea.png", (0, 0, 128, 96))
+    spec = restore("holes")
+    given, extra = tasks.get(spec).fixed(image, spec, "c.png")
+    mask = extra["holes"]
+    assert mask.shape == image.shape[:2] and 0.01 < mask.mean() < 0.5
+    assert (given[mask] == HOLE_FILL).all()
+    assert np.array_equal(given[~mask], image[~mask])
+
+
+def test_a_chain_applies_in_order_and_keeps_the_holes_mask():
+    image = sample("rocket.jpg", (200, 200, 264, 264))
+    chain = restore("holes", "jpeg")["degradations"]
+    given, extra = degrade(image, chain, np.random.default_rng(0), fixed=True)
+    alone, _ = degrade(image, chain[:1], np.random.default_rng(0), fixed=True)
+    assert np.array_equal(given, jpeg(alone, 20)[0]) and extra["holes"].any()
+
+
+def test_downscaling_loses_the_fine_detail_and_keeps_the_size():
+    image = sample("chelsea.png", (100, 50, 196, 146))
+    d = {"kind": "downscale", "factor": [4, 4]}
+    small, _ = DEGRADATIONS["downscale"](image, d, np.random.default_rng(0), True)
+    assert small.shape == image.shape
+    assert baselines.metrics(image, small)["psnr"] < 30
+
+
+def test_restore_baselines_are_those_of_its_degradations_and_beat_the_damaged_input():
+    clean = sample("coffee.png", (150, 100, 278, 228))
+    spec = restore("holes")
+    chosen = baselines.tune([("t.png", sample("chelsea.png"))], spec)
+    assert set(chosen) == {"biharmonic inpainting"}
+    rows = pd.DataFrame(baselines.evaluate("c.png", clean, spec, chosen)).set_index("method")
+    assert list(rows.index) == ["damaged input", "biharmonic inpainting"]
+    # inside the holes the input is mid-gray; biharmonic inpainting fills them from their edges
+    assert rows.psnr_holes["biharmonic inpainting"] > rows.psnr_holes["damaged input"] + 5
+    spec = restore("jpeg", "noise")
+    assert set(tasks.get(spec).baselines(spec)) == {
+        "gaussian blur", "total variation", "non-local means"
+    }  # fmt: skip
+
+
+def test_every_stage_that_asks_the_task_hashes_every_task_module():
+    from tessera import codeversion
+
+    for script in ("train", "reconstruct", "baselines", "report", "compare", "apply"):
+        used = codeversion.modules_used(REPO / "scripts" / f"{script}.py")
+        assert {"tasks", *(f"task_{k}" for k in tasks.REGISTRY)} <= set(used), script
