@@ -10,6 +10,8 @@ checkpoint apply_inputs:
         tsv=f"{APPLIED}/inputs.tsv",
     log:
         logs("apply/inputs.log"),
+    benchmark:
+        logs("benchmarks/apply/inputs.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 2
@@ -36,11 +38,13 @@ rule apply_image:
         record=f"{APPLIED}/{{image}}.json",
     log:
         logs("apply/{image}.log"),
+    benchmark:
+        logs("benchmarks/apply/{image}.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: APPLY["settings"]["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: settings_of(APPLY["settings"], "reconstruct"),
@@ -61,6 +65,8 @@ rule apply:
         skipped=f"{APPLIED}/skipped.tsv",
     log:
         logs("apply/tables.log"),
+    benchmark:
+        logs("benchmarks/apply/tables.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1

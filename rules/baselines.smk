@@ -10,6 +10,8 @@ rule baselines:
         parameters=results(f"{BASELINES}/parameters.json"),
     log:
         logs(f"{BASELINES}/baselines.log" if VARIANTS else "baselines.log"),
+    benchmark:
+        logs(f"benchmarks/{BASELINES}/baselines.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 2

@@ -8,6 +8,7 @@ import pandas as pd
 from snakemake.utils import Paramspace
 
 from tessera import TesseraError, codeversion, images, settings
+from tessera.files import check_writable
 
 
 def stop(error):
@@ -25,6 +26,27 @@ def logs(path):
     return f"{config['logs']}/{path}"
 
 
+# A folder that cannot be written (a read-only mount, a path under a file) stops the run here in
+# one line; Snakemake would fail at the first job with its own message.
+for _key in ("results", "logs"):
+    if _problem := check_writable(config[_key], _key):
+        stop(_problem)
+
+
+def _mem_mb():
+    """Each rule's memory as this run sets it (--set-resources rule:mem_mb=N), for the checks."""
+    out = {}
+    for name in settings.MEM_MB:
+        given = workflow.resource_settings.overwrite_resources.get(name, {}).get("mem_mb")
+        value = getattr(given, "value", given)
+        if isinstance(value, int):
+            out[name] = value
+    return out
+
+
+MEM_MB = _mem_mb()
+
+
 # Variants: several named settings in one run, each with its own outputs under results/<variant>/,
 # sharing the patches, split and baselines of every variant whose settings for them agree. A grid
 # over a few keys is expanded into variants too, named by Snakemake's Paramspace.
@@ -38,7 +60,7 @@ def _variants():
         names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
     overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
     try:
-        return settings.variant_configs(config, config_schema, overrides)
+        return settings.variant_configs(config, config_schema, overrides, MEM_MB)
     except TesseraError as e:
         stop(e)
 
@@ -56,8 +78,10 @@ def _keys(c):
 def settings_of(c, section, *leave_out):
     """A config section for a rule's params, without its thread count: threads reach the job
     through `threads:` (and --set-threads), and changing them must not rerun anything. Keys that
-    belong to another stage's work are left out too, so changing them does not rerun this one."""
-    return {k: v for k, v in c[section].items() if k not in ("threads", *leave_out)}
+    belong to another stage's work are left out too, so changing them does not rerun this one.
+    train.require_gpu, which only stops a job, reaches training as a resource (the SLURM profile
+    sets it: moving a run to the cluster must not retrain it)."""
+    return {k: v for k, v in c[section].items() if k not in ("threads", "require_gpu", *leave_out)}
 
 
 KEYS = {name: _keys(c) for name, c in VARIANTS.items()}
@@ -157,12 +181,14 @@ def _check_targets():
 def _discover():
     _check_targets()
     try:
-        settings.check(config)
-        found = images.discover(config["images"], config["recursive"])
+        settings.check(config, MEM_MB)
+        # Outputs must not become inputs of the next run (images: ., or results inside them).
+        outputs = (config["results"], config["logs"])
+        found = images.discover(config["images"], config["recursive"], leave_out=outputs)
         partners, orphans = {}, []
         if config["targets"]:
             folder = config["targets"]
-            targets = images.discover(folder, config["recursive"], key="targets")
+            targets = images.discover(folder, config["recursive"], outputs, key="targets")
             _usable([t for t in targets if t.image_id], "targets", folder)
             found, partners, orphans = images.pair(found, config["images"], targets, folder)
             if not partners and any(f.image_id for f in targets):
@@ -257,6 +283,20 @@ def rebuilt(wildcards, ext, images=None):
     return [run_path(f"reconstructed/{i}.{ext}", wildcards.get("variant")) for i in chosen]
 
 
+def cost_files(wildcards):
+    """(stage, benchmark file) of every job the report stands on (its own is written after it)."""
+    bench = lambda path: fill(logs(f"benchmarks/{path}"), wildcards)
+    run = lambda path: bench(f"{RUN}{path}").replace("{variant}", wildcards.get("variant", ""))
+    images = usable_images(wildcards)
+    return (
+        [("patches", bench(f"{PATCHES}/{i}.tsv")) for i in IMAGES]
+        + [("split", bench(f"{SPLIT}/split.tsv")), ("train", run("train.tsv"))]
+        + [("reconstruct", run(f"reconstruct/{i}.tsv")) for i in images]
+        + [("seams", run(f"reconstruct/{shown_image(wildcards)}.naive.tsv"))]
+        + [("baselines", bench(f"{BASELINES}/baselines.tsv"))]
+    )
+
+
 # The apply target: a trained model (a variant's, this run's, or a model.keras from elsewhere)
 # run over every image of another folder.
 def _apply_setup():
@@ -272,6 +312,13 @@ def _apply_setup():
         paths = [run_path(f"model/{f}", model) for f in ("model.keras", "summary.json")]
         c, out = VARIANTS.get(model, config), run_path("applied", model)
     else:
+        named = os.path.basename(model) == model and not model.endswith(".keras")
+        if named and not os.path.exists(model):
+            variants = f"its variants are {', '.join(VARIANTS)}" if VARIANTS else "it has none"
+            stop(
+                f"apply.model: '{model}' is neither a variant of this run ({variants}) nor a "
+                "model.keras file; leave apply.model out for the model of a run without variants"
+            )
         try:
             summary, _ = applying.read_summary(model)
         except TesseraError as e:
@@ -279,7 +326,8 @@ def _apply_setup():
         paths, c, out = [model, str(summary)], config, results("applied")
     out = a.get("output", out)
     try:
-        folder, found, skipped = applying.inputs(a["images"], out, config["recursive"])
+        outputs = (config["results"], config["logs"])
+        folder, found, skipped = applying.inputs(a["images"], out, config["recursive"], outputs)
     except TesseraError as e:
         stop(f"apply.images: {e}")
     _usable(found, "apply.images", a["images"])

@@ -30,6 +30,8 @@ rule compare:
         ),
     log:
         logs("compare.log"),
+    benchmark:
+        logs("benchmarks/compare.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1

@@ -9,6 +9,8 @@ rule patches:
         info=results(f"{PATCHES}/{{image}}.json"),
     log:
         logs(f"{PATCHES}/{{image}}.log"),
+    benchmark:
+        logs(f"benchmarks/{PATCHES}/{{image}}.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1

@@ -10,11 +10,13 @@ rule reconstruct:
         metrics=run_path("reconstructed/{image}.json"),
     log:
         logs(f"{RUN}reconstruct/{{image}}.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}reconstruct/{{image}}.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: settings_of(conf(w), "reconstruct"),
@@ -38,11 +40,13 @@ rule seams:
         metrics=run_path("reconstructed/{image}.naive.json"),
     log:
         logs(f"{RUN}reconstruct/{{image}}.naive.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}reconstruct/{{image}}.naive.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["reconstruct"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=settings.MEM_MB["reconstruct"],
         runtime=30,
     params:
         settings=lambda w: {

@@ -14,6 +14,7 @@ rule report:
         damaged=lambda w: [source_of(i) for i in usable_images(w)] if PARTNERS else [],
         naive=lambda w: rebuilt(w, "naive.png", [shown_image(w)])[0],
         naive_metrics=lambda w: rebuilt(w, "naive.json", [shown_image(w)])[0],
+        benchmarks=lambda w: [path for _, path in cost_files(w)],
     output:
         html=run_path("report/index.html"),
         loss=report(
@@ -46,6 +47,8 @@ rule report:
         ),
     log:
         logs(f"{RUN}report.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}report.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1
@@ -64,6 +67,7 @@ rule report:
             if VARIANTS
             else None
         ),
+        stages=lambda w: [stage for stage, _ in cost_files(w)],
         code=code("report"),
     script:
         "../scripts/report.py"

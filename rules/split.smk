@@ -6,6 +6,8 @@ checkpoint split:
         tsv=results(f"{SPLIT}/split.tsv"),
     log:
         logs(f"{SPLIT}/split.log" if VARIANTS else "split.log"),
+    benchmark:
+        logs(f"benchmarks/{SPLIT}/split.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: 1

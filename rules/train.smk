@@ -9,13 +9,16 @@ rule train:
         summary=run_path("model/summary.json"),
     log:
         logs(f"{RUN}train.log"),
+    benchmark:
+        logs(f"benchmarks/{RUN}train.tsv")
     conda:
         "../envs/tessera.yaml"
     threads: lambda w: conf(w)["train"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=settings.MEM_MB["train"],
         runtime=120,
         gpu=lambda w: conf(w)["train"]["gpus"],
+        require_gpu=lambda w: int(conf(w)["train"]["require_gpu"]),
     params:
         settings=lambda w: {**settings_of(conf(w), "train"), "preset": conf(w)["model"]["preset"]},
         data=lambda w: training_data(conf(w)),

@@ -1,9 +1,13 @@
 """Apply a trained model to another folder (rules apply_inputs, apply_image and apply)."""
 
+import contextlib
+
 from tessera import apply, backend
 from tessera.jobs import job
 
-with job(snakemake.log[0], snakemake.rule):
+# An image job runs the model: on one GPU that it shares with other inference jobs only.
+gpu = backend.shared_gpu() if snakemake.rule == "apply_image" else contextlib.nullcontext()
+with job(snakemake.log[0], snakemake.rule), gpu:
     if snakemake.rule == "apply_inputs":
         table = apply.check_inputs(
             dict(zip(snakemake.params.images, snakemake.input.images)),

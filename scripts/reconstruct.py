@@ -1,9 +1,12 @@
 """Rebuild one whole image tile by tile with the trained model (rule reconstruct)."""
 
-from tessera import backend, reconstruct
+from tessera import backend
 from tessera.jobs import job
 
-with job(snakemake.log[0], "reconstruct"):
+with job(snakemake.log[0], "reconstruct"), backend.shared_gpu():
+    # imported once this job's GPU is set: the framework reads CUDA_VISIBLE_DEVICES at start
+    from tessera import reconstruct
+
     p = snakemake.params.settings
     backend.configure(snakemake.threads)
     record = reconstruct.run(

@@ -38,5 +38,6 @@ with job(snakemake.log[0], "report"):
         out_dir=Path(snakemake.output.html).parent,
         shown_image=snakemake.params.shown,
         compare=snakemake.params.compare,
+        costs=report.stage_costs(snakemake.params.stages, snakemake.input.benchmarks),
     )
     print(f"wrote {page}")

@@ -14,7 +14,7 @@ with job(snakemake.log[0], "train"), backend.claimed_gpus(snakemake.resources.gp
         snakemake.output.history,
         snakemake.output.summary,
         resume_root=snakemake.params.resume,
-        settings=snakemake.params.settings,
+        settings={**snakemake.params.settings, "require_gpu": snakemake.resources.require_gpu},
         data=snakemake.params.data,
         task=snakemake.params.task,
         threads=snakemake.threads,

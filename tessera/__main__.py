@@ -61,7 +61,7 @@ def parser():
         description="Run a model trained by the workflow on an image, or on every image of a "
         "folder, at full size and tiled as the workflow rebuilds images. Writes OUTPUT/<image "
         "id>.png for each image (its width and height), OUTPUT/metrics.tsv and "
-        "OUTPUT/skipped.tsv. A denoising model is given each image as it is; a reconstructing "
+        "OUTPUT/skipped.tsv; an OUTPUT holding those tables is refused without --overwrite. A denoising model is given each image as it is; a reconstructing "
         "model is also measured against it (PSNR, SSIM, MSE, seam ratio).",
         epilog="example: python -m tessera apply results/model/model.keras photos/ rebuilt/",
     )
@@ -121,6 +121,12 @@ def parser():
         help="skip larger images, a guard against decompression bombs; 'none' for no limit "
         "(default: %(default)s)",
     )
+    apply.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an OUTPUT that holds the tables of an earlier run, replacing them and "
+        "the images of the same names (default: refuse, naming the tables)",
+    )
     apply.set_defaults(run=run_apply)
     return top
 
@@ -130,6 +136,7 @@ def run_apply(args):
 
     # Checked before TensorFlow starts, so a wrong path is reported at once.
     apply.read_summary(args.model, args.summary)
+    apply.check_output(args.input, args.output, args.overwrite)
     with _native_stderr_quiet():
         import keras  # noqa: F401
 
@@ -153,6 +160,7 @@ def run_apply(args):
         max_megapixels=args.max_megapixels,
         progress=bar,
         warn=lambda line: tqdm.tqdm.write(f"tessera apply: warning: {line}", file=sys.stderr),
+        overwrite=args.overwrite,
     )
     written = len(done.records)
     skipped = f"{len(done.skipped)} skipped, listed in {done.skipped_tsv}"

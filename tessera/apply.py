@@ -7,6 +7,7 @@ decoded as the workflow finds and decodes them, and each output keeps its input'
 import functools
 import json
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tessera import TesseraError, tasks
+from tessera import TesseraError, models, tasks
 from tessera import reconstruct as rec
+from tessera.files import write_json, write_tsv
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
@@ -29,7 +31,6 @@ from tessera.images import (
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
 TILING_KEYS = ("size_multiple", "receptive_radius", "task")
 TASKS = tuple(tasks.REGISTRY)
-_HDF5 = b"\x89HDF\r\n\x1a\n"  # Keras still loads the legacy .h5 format; it is not a zip
 
 
 @dataclass
@@ -86,10 +87,10 @@ def _check_model_file(path):
         raise TesseraError(f"model '{path}' does not exist")
     if path.is_dir():
         raise TesseraError(f"model '{path}' is a folder, not a .keras model file")
+    models.refuse_hdf5(path)
+    if path.suffix != ".keras":
+        raise TesseraError(f"model '{path}' is not a .keras file (its name must end .keras)")
     try:
-        with open(path, "rb") as f:
-            if f.read(len(_HDF5)) == _HDF5:
-                return
         # Keras' own errors for these say "File not found" or name a missing archive member.
         if not zipfile.is_zipfile(path):
             raise TesseraError(f"model '{path}' is not a Keras model (not a .keras zip archive)")
@@ -130,6 +131,8 @@ def load(model_path, summary_path=None):
     summary_path, summary = read_summary(model_path, summary_path)
     try:
         model, _ = rec.load(model_path, summary_path)
+    except TesseraError:
+        raise
     except Exception as e:
         raise TesseraError(
             f"model '{model_path}' cannot be loaded by Keras: {_one_line(e, 300)}"
@@ -208,7 +211,7 @@ def apply_image(
     )
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_json(out_json, record, ensure_ascii=False)
     return record
 
 
@@ -226,28 +229,25 @@ def apply_folder(
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     progress=None,
     warn=None,
+    overwrite=False,
 ):
     """Apply a model to one image file, or to every image of a folder as the workflow finds them.
 
     Writes out_dir/<image id>.png per image, metrics.tsv (one row per image) and skipped.tsv (the
     files that could not be used, each also passed to warn as "skipped <path>: <reason>"). progress
-    wraps the list of images (a progress bar). Returns an Applied.
+    wraps the list of images (a progress bar). An out_dir that already holds those tables is
+    refused unless overwrite is set. When an image fails for another reason than its file, the
+    tables of the images done before it are written and the TesseraError names it. Returns an
+    Applied.
     """
     warn = warn or functools.partial(print, file=sys.stderr)
     source, out_dir = Path(source), Path(out_dir)
-    if not source.exists():
-        raise TesseraError(f"input '{source}' does not exist")
+    check_output(source, out_dir, overwrite)
     model, summary = load(model_path, summary_path)
     check_tiling(summary, tile, margin, mode, batch_size)
     folder, found, skipped = inputs(source, out_dir, recursive)
     todo = [(folder / path, image) for image, path in found.items()]
     skipped = [(str(folder / path), reason) for path, reason in skipped]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TesseraError(f"output folder '{out_dir}' cannot be made: {_one_line(e)}") from None
     done = Applied(out_dir, skipped=skipped)
     for path, reason in skipped:
         warn(f"skipped {path}: {reason}")
@@ -269,25 +269,84 @@ def apply_folder(
         except UnusableImage as e:
             done.skipped.append((str(path), e.reason))
             warn(f"skipped {path}: {e.reason}")
+        except BaseException as e:
+            # The images done so far stay usable: their tables are written before stopping.
+            _write_tables(done)
+            if not isinstance(e, Exception):
+                raise
+            raise TesseraError(
+                f"image '{path}' failed ({type(e).__name__}: {_one_line(e, 200)}); the "
+                f"{len(done.records)} done before it are listed in {done.metrics_tsv}"
+            ) from e
         else:
             done.records.append(record)
-    pd.DataFrame(done.skipped, columns=["path", "reason"]).to_csv(
-        done.skipped_tsv, sep="\t", index=False
-    )
+    _write_tables(done)
     if not done.records:
         if source.is_file():
             raise TesseraError(f"cannot use '{source}': {done.skipped[0][1]}")
         why = f"{len(done.skipped)} skipped, see {done.skipped_tsv}" if done.skipped else "no files"
         raise TesseraError(f"no usable image in '{source}' ({why})")
-    pd.DataFrame(done.records).to_csv(done.metrics_tsv, sep="\t", index=False)
     return done
 
 
-def inputs(source, out_dir, recursive=True):
+TABLES = ("metrics.tsv", "skipped.tsv")
+
+
+def check_output(source, out_dir, overwrite=False):
+    """Refuse an output folder that cannot take the results, before Keras or the model is loaded:
+    the input's own folder (the outputs would be read back as inputs), a file, a folder that
+    cannot be made or written to, or one holding the tables of an earlier run (unless overwrite).
+    Makes the folder."""
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise TesseraError(f"input '{source}' does not exist")
+    _not_the_input_folder(source, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TesseraError(f"output folder '{out_dir}' is a file: choose a folder to write to")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TesseraError(f"output folder '{out_dir}' cannot be made: {_one_line(e)}") from None
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise TesseraError(f"output folder '{out_dir}' cannot be written: {_one_line(e)}") from None
+    earlier = [name for name in TABLES if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise TesseraError(
+            f"output folder '{out_dir}' already holds {' and '.join(earlier)} of an earlier run: "
+            "choose another folder, or overwrite them (--overwrite)"
+        )
+
+
+def _not_the_input_folder(source, out_dir):
+    # Outputs written beside the images would be read back as inputs by the next run.
+    folder = source.parent if source.is_file() else source
+    if out_dir.resolve() == folder.resolve():
+        what = "the input folder" if folder == source else f"the folder of input '{source}'"
+        raise TesseraError(
+            f"output folder '{out_dir}' is {what}: choose another one, so that outputs are not "
+            "mixed with the images"
+        )
+
+
+def _write_tables(done):
+    tables = (
+        (done.metrics_tsv, pd.DataFrame(done.records, columns=None if done.records else ["image"])),
+        (done.skipped_tsv, pd.DataFrame(done.skipped, columns=["path", "reason"])),
+    )
+    for path, table in tables:
+        write_tsv(table, path)
+
+
+def inputs(source, out_dir, recursive=True, leave_out=()):
     """The images to apply a model to, found as the workflow finds them: (folder, {image id: path
     inside the folder}, [(path inside the folder, reason skipped)]). source is one image file (its
-    folder is then its parent) or a folder."""
+    folder is then its parent) or a folder; the folders in leave_out are not read."""
     source, out_dir = Path(source), Path(out_dir)
+    if source.exists():
+        _not_the_input_folder(source, out_dir)
     if source.is_file():
         return source.parent, {image_id(source.name): source.name}, []
     if not source.is_dir():
@@ -297,13 +356,8 @@ def inputs(source, out_dir, recursive=True):
         inside = out_dir.resolve().relative_to(source.resolve()).as_posix()
     except ValueError:
         inside = None
-    if inside == ".":
-        raise TesseraError(
-            f"output folder '{out_dir}' is the input folder: choose another one, so that outputs "
-            "are not mixed with the images"
-        )
     found, skipped = {}, []
-    for entry in discover(source, recursive):
+    for entry in discover(source, recursive, leave_out):
         if inside and (entry.path == inside or entry.path.startswith(inside + "/")):
             continue
         if entry.image_id is None:
@@ -337,8 +391,7 @@ def check_inputs(sources, names, out_tsv, max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     with ThreadPoolExecutor(threads) as pool:
         rows = list(pool.map(check, sources.items()))
     table = pd.DataFrame(rows, columns=["image", "path", "status", "reason"])
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False)
+    write_tsv(table, out_tsv)
     return table
 
 
@@ -348,7 +401,7 @@ def write_tables(record_files, inputs_tsv, skipped, out_metrics, out_skipped):
     from tessera.split import read_table
 
     records = [json.loads(Path(f).read_text()) for f in record_files]
-    pd.DataFrame(records).to_csv(out_metrics, sep="\t", index=False)
+    write_tsv(pd.DataFrame(records), out_metrics)
     inputs = read_table(inputs_tsv)
     rows = list(skipped) + [(r.path, r.reason) for r in inputs.itertuples() if r.status != "ok"]
-    pd.DataFrame(rows, columns=["path", "reason"]).to_csv(out_skipped, sep="\t", index=False)
+    write_tsv(pd.DataFrame(rows, columns=["path", "reason"]), out_skipped)

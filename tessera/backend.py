@@ -157,15 +157,15 @@ def precision(requested):
 
 
 def gpu_ids():
-    """The GPUs of this machine a job may use: those CUDA_VISIBLE_DEVICES lists, else every one
-    nvidia-smi lists, else none."""
+    """The GPUs of this machine a job may use: those CUDA_VISIBLE_DEVICES lists, else (outside
+    SLURM, which sets it for the GPUs it grants) every one nvidia-smi lists, else none."""
     import shutil
     import subprocess
 
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
     if given is not None:
-        return [g for g in given.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
+        return [g.strip() for g in given.split(",") if g.strip() and g.strip() != "-1"]
+    if os.environ.get("SLURM_JOB_ID") or not shutil.which("nvidia-smi"):
         return []
     try:
         out = subprocess.run(
@@ -179,26 +179,64 @@ def gpu_ids():
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def physical_ids(pool):
+    """The machine's own number of each GPU of the pool, to name its lock by.
+
+    Inside a SLURM job the GPUs a job sees are often renumbered from 0 (each job of a node sees
+    its own GPU as 0), while SLURM_STEP_GPUS or SLURM_JOB_GPUS give the node's numbers, in the same
+    order. Outside SLURM the pool's numbers are the machine's.
+    """
+    for var in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        ids = [g.strip() for g in os.environ.get(var, "").split(",") if g.strip()]
+        if len(ids) == len(pool):
+            return dict(zip(pool, ids))
+    return {gpu: gpu for gpu in pool}
+
+
+def _lock_folder(lock_dir):
+    import socket
+    import tempfile
+
+    # the host in the name: a temporary directory shared by several nodes must not mix their GPUs
+    folder = lock_dir or os.path.join(
+        tempfile.gettempdir(), f"tessera-gpus-{os.getuid()}-{socket.gethostname()}"
+    )
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _try_lock(folder, physical, mode):
+    import fcntl
+
+    f = open(os.path.join(folder, f"gpu-{physical}.lock"), "a")
+    try:
+        fcntl.flock(f, mode | fcntl.LOCK_NB)
+        return f
+    except OSError:
+        f.close()
+        return None
+
+
 @contextlib.contextmanager
 def claimed_gpus(count, log=print, lock_dir=None, poll=1.0):
     """Give this job `count` GPUs of its own on a machine where several jobs run at once.
 
     Snakemake counts GPUs (--resources gpu=N) but does not hand them out: every job sees every
-    GPU. Each job takes a lock per GPU (flock on a file in a folder of the machine's temporary
-    directory; the system drops it when the process ends, however it ends), waits while too few
-    are free, and sets CUDA_VISIBLE_DEVICES to the ones it holds, before any framework starts.
-    Inside a SLURM job the scheduler has already given the job its own GPUs: nothing is done.
+    GPU. Each job takes an exclusive lock per GPU (flock on a file named by the GPU's number on
+    the machine, in a folder of its temporary directory; the system drops it when the process
+    ends, however it ends), waits while too few are free, and sets CUDA_VISIBLE_DEVICES to the
+    ones it holds, before any framework starts. This works inside SLURM too: a local run in an
+    allocation of several GPUs shares them out, and jobs SLURM gave GPUs of their own never wait
+    for each other, since their locks are named by the node's GPU numbers.
     """
     import fcntl
-    import tempfile
     import time
 
     pool = gpu_ids()
-    if count < 1 or not pool or os.environ.get("SLURM_JOB_ID"):
+    if count < 1 or not pool:
         yield None
         return
-    folder = lock_dir or os.path.join(tempfile.gettempdir(), f"tessera-gpus-{os.getuid()}")
-    os.makedirs(folder, exist_ok=True)
+    folder, physical = _lock_folder(lock_dir), physical_ids(pool)
     want, held = min(count, len(pool)), {}
     try:
         while True:
@@ -206,12 +244,9 @@ def claimed_gpus(count, log=print, lock_dir=None, poll=1.0):
             for gpu in pool:
                 if len(held) == want:
                     break
-                f = open(os.path.join(folder, f"gpu-{gpu}.lock"), "w")
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                f = _try_lock(folder, physical[gpu], fcntl.LOCK_EX)
+                if f:
                     held[gpu] = f
-                except OSError:
-                    f.close()
             if len(held) == want:
                 break
             for f in held.values():
@@ -225,3 +260,44 @@ def claimed_gpus(count, log=print, lock_dir=None, poll=1.0):
     finally:
         for f in held.values():
             f.close()
+
+
+@contextlib.contextmanager
+def shared_gpu(log=print, lock_dir=None, poll=1.0):
+    """Give an inference job (reconstruction, apply) one GPU that it may share with other
+    inference jobs but not with a training job, which holds its GPUs alone (claimed_gpus).
+
+    Inference jobs ask Snakemake for no GPU, so many run at once: each takes a shared lock on one
+    GPU no training job holds (spread over the free ones by process id), waits while every GPU
+    trains, and lets the framework take GPU memory as it needs it instead of all at once, so that
+    the jobs on one GPU fit side by side.
+    """
+    import fcntl
+    import time
+
+    pool = gpu_ids()
+    if not pool:
+        if os.environ.get("SLURM_JOB_ID") and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            # SLURM gave this job no GPU: the node's GPUs belong to other jobs
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        yield None
+        return
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # jax
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # tensorflow
+    folder, physical = _lock_folder(lock_dir), physical_ids(pool)
+    start, held = os.getpid() % len(pool), None
+    try:
+        while held is None:
+            for gpu in pool[start:] + pool[:start]:
+                f = _try_lock(folder, physical[gpu], fcntl.LOCK_SH)
+                if f:
+                    held = (gpu, f)
+                    break
+            else:
+                time.sleep(poll)
+        os.environ["CUDA_VISIBLE_DEVICES"] = held[0]
+        log(f"GPU {held[0]} of {','.join(pool)} shared with other inference jobs")
+        yield held[0]
+    finally:
+        if held:
+            held[1].close()

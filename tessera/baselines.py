@@ -7,14 +7,13 @@ In reconstruct mode: JPEG at quality 75 and 95 (Pillow), with its size in bytes 
 price a learned code must beat. In paired mode: the damaged image itself, against its target.
 """
 
-import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tessera import tasks
+from tessera.files import write_json, write_tsv
 from tessera.images import load_image
 from tessera.measure import metrics, to_uint8
 from tessera.split import read_table
@@ -116,7 +115,6 @@ def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, thread
         rows = [r for rs in pool.map(score, sources.items()) for r in rs]
     table = pd.DataFrame(rows)
     table.insert(1, "split", table.image.map(by_id))
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False)
-    Path(out_json).write_text(json.dumps({"task": task, "parameters": params}, indent=1) + "\n")
+    write_tsv(table, out_tsv)
+    write_json(out_json, {"task": task, "parameters": params})
     return table, params

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tessera import TesseraError, reconstruct, report, tasks
+from tessera.files import write_text, write_tsv
 from tessera.images import load_image
 
 # The noisy or damaged input is where a model starts, not a method it has to beat.
@@ -213,6 +214,21 @@ def _check(variants):
         raise TesseraError(f"compare: variant names must differ, got {', '.join(names)}")
 
 
+def breakable(text, after="._~"):
+    """Text a browser may wrap after each of the characters given (the dots of a setting key, the
+    '_' and '~' of a grid variant's name), so that a long one does not stretch its table column:
+    HTML-escaped, with <wbr> after each."""
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(f"([{re.escape(after)}])", r"\1<wbr>", str(escape(text))))
+
+
+def flag_heads(flags):
+    """Each training flag's head (before its ':' or its figures in brackets): the table names
+    them and the warnings above the table give them whole."""
+    return [re.split(r": | \(", f, maxsplit=1)[0] for f in flags]
+
+
 def template():
     # The report's environment, so the page is autoescaped the same way.
     return report.template().environment.get_template("compare.html.j2")
@@ -236,7 +252,7 @@ def build(variants, out_dir, crop=128):
     scored = [scores(t, pd.read_csv(v["baselines"], sep="\t")) for t, v in zip(tables, variants)]
     best = best_variant({n: s["val_psnr"] for n, s in zip(names, scored)})
     table = compare_table(names, flats, keys, scored, summaries, best)
-    table.to_csv(out / "compare.tsv", sep="\t", index=False)
+    write_tsv(table, out / "compare.tsv")
     plot_losses(
         {n: report.loss_table(v["history"]) for n, v in zip(names, variants)}, out / "loss.png"
     )
@@ -245,9 +261,10 @@ def build(variants, out_dir, crop=128):
     page = template().render(
         names=names,
         keys=keys,
+        breakable=breakable,
         rows=[
-            {**row, "shown": {k: _shown(f, k) for k in keys}, **s}
-            for row, f, s in zip(table.to_dict("records"), flats, scored)
+            {**row, "shown": {k: _shown(f, k) for k in keys}, **s, "heads": flag_heads(m["flags"])}
+            for row, f, s, m in zip(table.to_dict("records"), flats, scored, summaries)
         ],
         best=best,
         reports=[
@@ -262,5 +279,5 @@ def build(variants, out_dir, crop=128):
             for k in dict.fromkeys(k for flat in flats for k in flat)
         ],
     )
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from tessera import TesseraError
+from tessera.files import atomic
 
 # Extensions Pillow decodes that users keep photos and screenshots in; compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
@@ -81,13 +82,15 @@ def image_id(relpath):
     return safe
 
 
-def discover(folder, recursive=True, key="images"):
+def discover(folder, recursive=True, leave_out=(), key="images"):
     """List a folder's images without decoding them (cheap enough for Snakefile parse time).
 
     Returns Found entries sorted by path. Hidden files (".DS_Store", "._x.jpg"), files with an
     extension that is not an image's (or is one of an image format Pillow cannot read), folders
     whose name looks like an image and broken links are reported as skipped with the reason; hidden
-    folders are not read. Decoding problems are found later, in the patch jobs.
+    folders are not read, nor the folders given in leave_out (the workflow's own outputs, which
+    would otherwise come back as inputs of the next run). Decoding problems are found later, in the
+    patch jobs.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -97,6 +100,7 @@ def discover(folder, recursive=True, key="images"):
             f"or pass --config {key}=/path/to/folder"
         )
     found = []
+    outputs = {os.path.realpath(p) for p in leave_out}
 
     def unreadable(error):
         rel = os.path.relpath(error.filename, root).replace(os.sep, "/")
@@ -109,7 +113,12 @@ def discover(folder, recursive=True, key="images"):
             if Path(d).suffix.lower() in IMAGE_EXTENSIONS and not d.startswith("."):
                 found.append(Found(prefix + d, None, "a folder, not an image file"))
         if recursive:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not d.startswith(".")
+                and os.path.realpath(os.path.join(dirpath, d)) not in outputs
+            ]
         else:
             dirnames[:] = []
         for name in filenames:
@@ -296,8 +305,8 @@ def _to_rgb8(im):
 
 
 def save_png(array, path):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG")
+    with atomic(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 DIHEDRAL = 8  # the identity, three quarter turns, and each of them mirrored

@@ -7,6 +7,7 @@ import sys
 import traceback
 
 from tessera import TesseraError
+from tessera.files import disk_error
 
 _terminal = sys.stderr
 
@@ -32,11 +33,16 @@ def job(log_path, stage):
     global _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     signal.signal(signal.SIGTERM, _terminate)
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     _terminal = os.fdopen(os.dup(2), "w", buffering=1)
-    with open(log_path, "w", buffering=1) as log:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        log = open(log_path, "w", buffering=1)
+    except OSError as e:
+        reason, _ = disk_error(e) or (e.strerror or str(e), None)
+        _fail(f"tessera {stage}: error: cannot write the log {log_path}: {reason}")
+    with log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
@@ -54,16 +60,27 @@ def job(log_path, stage):
                 143,
             )
         except Exception as e:
-            traceback.print_exc()
+            if disk := disk_error(e):
+                reason, path = disk
+                # a write with no file name is one to the log (stdout and stderr go there)
+                _fail(
+                    f"tessera {stage}: error: {reason} writing {path or log_path}; free some "
+                    "space (or make the folder writable) and run the same command again"
+                )
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
             _fail(f"tessera {stage}: unexpected {type(e).__name__}: {e} (traceback in {log_path})")
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            # on a full disk the log cannot take the last lines: the terminal has the message
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+                sys.stderr.flush()
 
 
 def _fail(message, status=1):
-    print(message, file=sys.stderr)
     print(message, file=_terminal)
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr)
     sys.exit(status)
 
 

@@ -1,11 +1,9 @@
 """Stage 1: cut square patches out of one image."""
 
-import json
-from pathlib import Path
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tessera.files import atomic, write_json
 from tessera.images import DEFAULT_MAX_MEGAPIXELS, UnusableImage, load_image
 
 
@@ -91,9 +89,9 @@ def run(
             ]
     if target_path is not None:
         info["target"] = target_name or str(target_path)
-    Path(out_npy).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_npy, patches)
-    Path(out_json).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    with atomic(out_npy) as tmp:
+        np.save(tmp, patches)
+    write_json(out_json, info, ensure_ascii=False)
     return info
 
 

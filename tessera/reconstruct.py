@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tessera import TesseraError, tasks
+from tessera import TesseraError, models, tasks
+from tessera.files import write_json
 from tessera.measure import metrics, to_uint8
 from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
 
@@ -172,10 +173,8 @@ def seam_ratio(clean, rebuilt, plan):
 
 
 def load(model_path, summary_path):
-    import keras
-
     summary = json.loads(Path(summary_path).read_text())
-    return keras.saving.load_model(model_path, compile=False), summary
+    return models.load_trained(model_path, summary), summary
 
 
 def plan_for(image, summary, tile, margin, mode):
@@ -250,5 +249,5 @@ def run(
     if holes is not None:  # what matters for inpainting: the pixels that were missing
         record["psnr_holes"] = tasks.psnr_inside(clean, rebuilt, holes)
         record["psnr_holes_input"] = tasks.psnr_inside(clean, given, holes)
-    Path(out_json).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    write_json(out_json, record, ensure_ascii=False)
     return record

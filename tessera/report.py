@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tessera import reconstruct, tasks
+from tessera.files import atomic, write_text, write_tsv
 from tessera.images import load_image
 from tessera.measure import collapsed
 from tessera.split import read_table
@@ -115,7 +116,8 @@ def plot_curves(curves, ylabel, out_png):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png)
+    with atomic(out_png) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -131,8 +133,8 @@ def plot_loss(table, out_png):
 def _save(array, path):
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    with atomic(path) as tmp:
+        Image.fromarray(array).save(tmp)
     return path
 
 
@@ -141,8 +143,8 @@ def _thumb(array, path, size):
 
     im = Image.fromarray(array)
     im.thumbnail((size, size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, quality=90)
+    with atomic(path) as tmp:
+        im.save(tmp, quality=90)
 
 
 def _diff(a, b):
@@ -270,6 +272,45 @@ def warnings_for(table, summary):
     return out
 
 
+# Columns of a Snakemake benchmark file: wall seconds, peak resident memory (MB), CPU seconds.
+BENCHMARK_COLUMNS = ("s", "max_rss", "cpu_time")
+
+
+def stage_costs(stages, benchmark_files):
+    """Where a run's time and memory went: per stage, its jobs, their summed wall and CPU seconds
+    and the largest peak RSS (MB), from Snakemake's benchmark files (one per job, stages[i] being
+    the stage of benchmark_files[i]); a last row sums every stage."""
+    frames = []
+    for stage, path in zip(stages, benchmark_files):
+        bench = pd.read_csv(path, sep="\t")
+        frames.append(pd.DataFrame({"stage": stage, **{k: bench[k] for k in BENCHMARK_COLUMNS}}))
+    columns = ["stage", "jobs", "wall_s", "max_rss_mb", "cpu_s"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    jobs = pd.concat(frames, ignore_index=True)
+    # "NA" where Snakemake could not measure (a job too short to sample)
+    for k in BENCHMARK_COLUMNS:
+        jobs[k] = pd.to_numeric(jobs[k], errors="coerce")
+    table = (
+        jobs.groupby("stage", sort=False)
+        .agg(
+            jobs=("s", "size"),
+            wall_s=("s", "sum"),
+            max_rss_mb=("max_rss", "max"),
+            cpu_s=("cpu_time", "sum"),
+        )
+        .reset_index()
+    )
+    total = {
+        "stage": "all",
+        "jobs": len(jobs),
+        "wall_s": jobs.s.sum(),
+        "max_rss_mb": jobs.max_rss.max(),
+        "cpu_s": jobs.cpu_time.sum(),
+    }
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)[columns]
+
+
 def template():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -279,25 +320,26 @@ def template():
     return env.get_template("report.html.j2")
 
 
-def build(inputs, items, skipped, config, settings, out_dir, shown_image, compare=None):
+def build(inputs, items, skipped, config, settings, out_dir, shown_image, compare=None, costs=None):
     """Write index.html, loss.tsv, metrics.tsv, baselines.tsv, loss.png and pictures into out_dir.
 
     inputs: paths of the stage's inputs (history, summary, split, baselines, baselines_parameters,
     and naive, naive_metrics: the naive tiling of shown_image); items: one dict per rebuilt image
     with its "image" id, "source" file, "metrics" JSON and "rebuilt" PNG; skipped: (path, reason)
     pairs found before any job ran; settings: thumbnail, max_megapixels; config: the whole
-    configuration, shown for provenance; compare: a link to the page comparing the variants.
+    configuration, shown for provenance; compare: a link to the page comparing the variants;
+    costs: stage_costs of the jobs the report stands on.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task = config["task"]
     summary = json.loads(Path(inputs["summary"]).read_text())
     losses = loss_table(inputs["history"])
-    losses.to_csv(out / "loss.tsv", sep="\t", index=False)
+    write_tsv(losses, out / "loss.tsv")
     plot_loss(losses, out / "loss.png")
 
     table = metrics_table(inputs["split"], [item["metrics"] for item in items])
-    table.to_csv(out / "metrics.tsv", sep="\t", index=False)
+    write_tsv(table, out / "metrics.tsv")
     by_id = {item["image"]: item for item in items}
     table["source"] = [by_id[i]["source"] for i in table.image]
     table["rebuilt"] = [by_id[i]["rebuilt"] for i in table.image]
@@ -305,7 +347,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
 
     baselines = pd.read_csv(inputs["baselines"], sep="\t")
     rows, mean = comparison(table, baselines)
-    rows.to_csv(out / "baselines.tsv", sep="\t", index=False)
+    write_tsv(rows, out / "baselines.tsv")
     chosen = json.loads(Path(inputs["baselines_parameters"]).read_text())["parameters"]
 
     images_dir, thumb = out / "images", settings["thumbnail"]
@@ -349,6 +391,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         config_text=json.dumps(config, indent=2, ensure_ascii=False),
         diff_gain=DIFF_GAIN,
         compare=compare,
+        costs=[] if costs is None else costs.to_dict("records"),
     )
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"

@@ -7,6 +7,7 @@ settings that must fit together, before any job runs.
 """
 
 import json
+import os
 
 import yaml
 
@@ -36,8 +37,96 @@ def coerce(config, schema):
     return config
 
 
-def check(config):
-    """Cross-setting checks: raise TesseraError naming the keys and the values that would work."""
+# The memory (MB) each rule asks for: its resources read it here, and check() refuses settings
+# whose estimated memory would pass it, so the rule and the check cannot disagree.
+MEM_MB = {"train": 8000, "reconstruct": 4000}
+# What the estimates below count, measured on compact and dncnn at their defaults (float32,
+# TensorFlow on a CPU, batches of 1 and 16 tiles or patches of 256x256): a job's fixed start
+# (Python, TensorFlow, the model), about 0.8 GB; the bytes one pixel of a batch adds in inference
+# (240 to 270 measured: 300) and in a training step (activations kept for the gradients, 930 for
+# compact and 1,300 for dncnn: 2,000 leaves room for wider networks).
+BASE_MB = 1000
+INFER_BYTES_PER_PIXEL = 300
+TRAIN_BYTES_PER_PIXEL = 2000
+# Validation runs in batches of this many patches (tessera.batches.in_batches).
+VAL_BATCH = 256
+
+
+def memory_mb(config):
+    """Estimated peak memory of the training and the reconstruction jobs for the settings:
+    {rule: (MB in all, [(MB, what, the key that drives it), ...])}. Counts what the settings make
+    a job hold (patches, batches, tiles), not the images themselves."""
+    size = config["patches"]["size"]
+    pixels = size * size
+    val = config["split"]["max_val_patches"]
+    copies = 1 if config["task"]["kind"] == "reconstruct" else 2  # a noisy copy beside the clean
+    batch = config["train"]["batch_size"]
+    rec = config["reconstruct"]
+    # the key further above its default (tile 128, batch 8) is the one to name first
+    tiles = "reconstruct.tile" if rec["tile"] ** 2 / 128**2 >= rec["batch_size"] / 8 else None
+    terms = {
+        "train": [
+            (val * pixels * 3 * copies, f"{val} validation patches", "split.max_val_patches"),
+            (VAL_BATCH * pixels * INFER_BYTES_PER_PIXEL, "a validation batch", "patches.size"),
+            (batch * pixels * TRAIN_BYTES_PER_PIXEL, "a training batch", "train.batch_size"),
+        ],
+        "reconstruct": [
+            (
+                rec["batch_size"] * rec["tile"] ** 2 * INFER_BYTES_PER_PIXEL,
+                f"a batch of {rec['batch_size']} tiles of {rec['tile']}x{rec['tile']}",
+                tiles or "reconstruct.batch_size",
+            )
+        ],
+    }
+    return {
+        rule: (BASE_MB + sum(t[0] for t in ts) / 1e6, [(b / 1e6, w, k) for b, w, k in ts])
+        for rule, ts in terms.items()
+    }
+
+
+# The keys that lower each job's memory, named in its message after the one that weighs most.
+_MEMORY_KEYS = {
+    "train": ("split.max_val_patches", "train.batch_size", "patches.size"),
+    "reconstruct": ("reconstruct.batch_size", "reconstruct.tile"),
+}
+
+
+def _check_memory(config, mem_mb):
+    for rule, (estimate, terms) in memory_mb(config).items():
+        limit = mem_mb.get(rule, MEM_MB[rule])
+        if estimate > limit:
+            key = max(terms)[2]
+            others = [k for k in _MEMORY_KEYS[rule] if k != key]
+            parts = ", ".join(f"{w} {mb:,.0f} MB" for mb, w, _ in terms)
+            raise TesseraError(
+                f"{key}: {_get(config, key)} makes the {rule} job need about {estimate:,.0f} MB "
+                f"({parts}), over its mem_mb of {limit}; lower {key} (or {' or '.join(others)}), "
+                f"or give the job more memory (--set-resources {rule}:mem_mb=N)"
+            )
+
+
+def _get(config, dotted):
+    section, _, key = dotted.partition(".")
+    return config[section][key]
+
+
+def _check_folders(config):
+    for key in ("results", "logs"):
+        if not str(config[key]).strip():
+            raise TesseraError(f"{key}: an empty path is not allowed; name a folder, e.g. {key}")
+    images = os.path.realpath(config["images"])
+    for key in ("results", "logs"):
+        folder = os.path.realpath(config[key])
+        if images == folder or images.startswith(folder.rstrip(os.sep) + os.sep):
+            raise TesseraError(
+                f"{key}: '{config[key]}' holds the images folder '{config['images']}'; choose a "
+                f"{key} folder outside it"
+            )
+
+
+def check(config, mem_mb=None):
+    """Cross-setting checks: raise TesseraError naming the keys and the values that would work.
+    mem_mb: the memory of the rules where a run sets it (--set-resources), else MEM_MB."""
     preset = config["model"]["preset"]
     models.get_preset(preset)
     m = models.declared_size_multiple(preset)
@@ -61,6 +150,22 @@ def check(config):
                 f"reconstruct.margin: tile {rec['tile']} - 2 x margin {margin} = {stride} must be a "
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
+    task = config["task"]
+    if task["kind"] == "denoise" and task.get("noise") == "salt_pepper" and task.get("rate") == 0:
+        raise TesseraError(
+            "task.rate: 0 adds no salt_pepper noise, nothing to learn to remove; use a rate above 0 "
+            "and up to 1"
+        )
+    train = config["train"]
+    if train["batch_size"] % train["gpus"]:
+        b, g = train["batch_size"], train["gpus"]
+        use = " or ".join(str(n) for n in sorted({b - b % g or g, b + g - b % g}))
+        raise TesseraError(
+            f"train.batch_size: {b} is not a multiple of train.gpus ({g}): each device gets an "
+            f"equal share of every batch; use {use}"
+        )
+    _check_folders(config)
+    _check_memory(config, mem_mb or {})
 
 
 def validate(config, schema):
@@ -114,6 +219,7 @@ _TYPE_WORDS = {
     "boolean": "true or false",
     "string": "a string",
     "object": "a mapping",
+    "array": "a list",
     "null": "null",
 }
 
@@ -125,7 +231,8 @@ def _allowed(sub):
     types = sub.get("type", [])
     types = [types] if isinstance(types, str) else list(types)
     if "object" in types:
-        return f"a mapping of: {', '.join(sub.get('properties', {}))}"
+        keys = ", ".join(sub.get("properties", {}))
+        return f"a mapping of: {keys}" if keys else "a mapping"
     if "array" in types:
         return "a list" + (f" {sub['description']}" if "description" in sub else "")
     words = [_TYPE_WORDS[t] for t in types if t != "null"]
@@ -157,12 +264,14 @@ VARIANT_SECTIONS = ("patches", "model", "task", "train", "reconstruct")
 RESERVED_NAMES = ("shared", "compare", "applied", "model", "report")
 
 
-def variant_configs(config, schema, overrides):
+def variant_configs(config, schema, overrides, mem_mb=None):
     """The whole configuration of each variant: the base config with the variant's overrides of
     VARIANT_SECTIONS merged in, checked as the base config is (errors name the variant)."""
     import copy
 
     base = {k: v for k, v in config.items() if k not in ("variants", "grid")}
+    if overrides:
+        check(base, mem_mb)  # the settings every variant shares are named as themselves
     out = {}
     for name, override in overrides.items():
         where = f"variants.{name}"
@@ -179,7 +288,7 @@ def variant_configs(config, schema, overrides):
             merged[section] = {**merged[section], **(values or {})}
         try:
             validate(merged, schema)
-            check(merged)
+            check(merged, mem_mb)
         except TesseraError as e:
             raise TesseraError(f"{where}.{e}") from None
         out[name] = merged

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from tessera import TesseraError
+from tessera.files import write_tsv
 
 
 def side_score(image_id, seed):
@@ -69,6 +70,5 @@ def run(infos_json, out_tsv, val_fraction, seed):
     nothing here grows with the folder but the table."""
     infos = [json.loads(Path(p).read_text()) for p in infos_json]
     table = assign(infos, val_fraction, seed)
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False)
+    write_tsv(table, out_tsv)
     return table

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tessera import TesseraError, backend, models, tasks
+from tessera.files import atomic, naming, write_json, write_tsv
 from tessera.measure import collapsed
 from tessera.split import read_table
 from tessera.batches import (
@@ -218,7 +219,8 @@ def check_gpu(settings, log):
         if settings.get("require_gpu"):
             raise TesseraError(
                 message.replace(": training runs on the CPU", "")
-                + "; install the GPU build of the backend, or set train.require_gpu: false"
+                + "; install the GPU build of the backend (requirements-gpu.txt, with "
+                "KERAS_BACKEND=jax), or set train.require_gpu: false"
             )
         log(f"warning: {message}")
     elif settings.get("require_gpu") and not usable:
@@ -230,31 +232,70 @@ def check_gpu(settings, log):
 
 @dataclass
 class Resume:
-    """Where an interrupted run's backup and history live, and the epoch it can resume after."""
+    """Where an interrupted run's backups live, the epoch it can resume after, the backup to
+    resume from (None: from scratch) and the history up to that epoch (a list of rows)."""
 
     folder: Path
     after_epoch: int
-
-    @property
-    def backup(self):
-        return self.folder / "backup"
-
-    @property
-    def history(self):
-        return self.folder / "history.tsv"
+    state: Path = None
+    rows: list = None
 
 
-def resume_state(resume_root, settings, task, *inputs):
-    """The backup of an earlier, interrupted run of the same settings on the same data, or a clean
-    folder for this run's."""
+def resume_state(resume_root, settings, task, *inputs, log=print):
+    """The last whole backup of an earlier, interrupted run of the same settings on the same
+    data, or a clean folder for this run's. A damaged backup is passed over, with one line."""
     key = resume_key({"settings": settings, "task": task}, *inputs)
     folder = Path(resume_root) / key
-    after = _restorable_epoch(folder / "backup") or 0
-    if not after and folder.exists():
+    states = sorted(folder.glob("epoch-*"), reverse=True) if folder.is_dir() else []
+    damaged = []
+    for state in states:
+        rows, problem = _restorable(state)
+        if problem is None:
+            if damaged:
+                log(f"warning: {'; '.join(damaged)}: resuming after epoch {len(rows)} instead")
+            return Resume(folder, len(rows), state, rows)
+        damaged.append(f"the backup {state} is damaged ({problem})")
+    if damaged:
+        log(f"warning: {'; '.join(damaged)}: training starts from scratch")
+    if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _truncate_history(folder / "history.tsv", after)
-    return Resume(folder, after)
+    return Resume(folder, 0, None, [])
+
+
+class Backup(keras.callbacks.Callback):
+    """After every epoch, the weights (with the optimizer's state) and the history so far, kept
+    together as one folder that appears under its final name only once complete, so that the
+    history and the backup agree whatever moment a kill falls on. An epoch whose loss is not
+    finite is never backed up. The last two backups are kept; the weights of resume.state are
+    loaded when training begins."""
+
+    KEEP = 2
+
+    def __init__(self, resume):
+        super().__init__()
+        self.resume, self.rows = resume, list(resume.rows)
+
+    def on_train_begin(self, logs=None):
+        if self.resume.state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(str(self.resume.state / WEIGHTS))
+        except Exception as e:
+            shutil.rmtree(self.resume.folder, ignore_errors=True)
+            why = " ".join(str(e).split())[:160]  # Keras lists every layer, over many lines
+            raise TesseraError(
+                f"the backup {self.resume.state} does not fit this model ({why}); it is "
+                "removed: run the same command again to train from scratch"
+            ) from e
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{k: float(v) for k, v in sorted((logs or {}).items())}}
+        self.rows.append(row)
+        if all(math.isfinite(v) for v in row.values()):
+            _save_state(self.resume.folder, self.model, self.rows, self.KEEP)
 
 
 def compiled_model(settings, data, task, log):
@@ -304,8 +345,7 @@ def _callbacks(settings, resume, clock, validation, steps_per_epoch):
     callbacks = [
         validation,  # first: the ones after it read val_loss
         clock,
-        keras.callbacks.BackupAndRestore(str(resume.backup)),
-        keras.callbacks.CSVLogger(str(resume.history), separator="\t", append=True),
+        Backup(resume),  # the history line and the backup, as one step
         keras.callbacks.TerminateOnNaN(),
     ]
     if settings.get("schedule") == "cosine":
@@ -318,7 +358,13 @@ def _callbacks(settings, resume, clock, validation, steps_per_epoch):
 def fit(model, batches, settings, callbacks, resumed_from):
     """model.fit, and one clear line if the loss diverged. Returns the wall time in seconds."""
     started = time.perf_counter()
-    history = model.fit(batches, epochs=settings["epochs"], verbose=2, callbacks=callbacks)
+    history = model.fit(
+        batches,
+        epochs=settings["epochs"],
+        initial_epoch=resumed_from,
+        verbose=2,
+        callbacks=callbacks,
+    )
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise TesseraError(
@@ -374,7 +420,7 @@ def train(
     val_in, val_target = validation_pair(val, task)
 
     inputs = [split_tsv, *sorted(patch_files.values())]
-    resume = resume_state(resume_root, {**settings, **data}, task, *inputs)
+    resume = resume_state(resume_root, {**settings, **data}, task, *inputs, log=log)
     core, trainer, info, used = compiled_model(settings, data, task, log)
     log(
         f"preset {settings['preset']}: {info}; {len(source)} training patches per epoch from "
@@ -382,7 +428,7 @@ def train(
         f"devices used {used}"
     )
     if resume.after_epoch:
-        log(f"resuming after epoch {resume.after_epoch} from {resume.backup}")
+        log(f"resuming after epoch {resume.after_epoch} from {resume.state}")
 
     batches = Batches(
         source,
@@ -397,7 +443,12 @@ def train(
     validation = Validation(core, val_in, val_target, settings["loss"])
     clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)
     callbacks = _callbacks(settings, resume, clock, validation, len(batches))
-    wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
+    try:
+        wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
+    except TesseraError:
+        # a diverged run: nothing of it is worth resuming from
+        shutil.rmtree(resume.folder, ignore_errors=True)
+        raise
     if clock.stopped_at:
         log(f"stopped after epoch {clock.stopped_at}: the next would overrun train.max_minutes")
 
@@ -406,10 +457,10 @@ def train(
     figures, flags = quality_flags(core, in_batches(val_in, val_target), settings["loss"], task)
     for flag in flags:
         log(f"warning: {flag}")
-    Path(out_model).parent.mkdir(parents=True, exist_ok=True)
-    core.save(out_model)
-    table = _read_history(resume.history)
-    table.assign(epoch=table.epoch + 1).to_csv(out_history, sep="\t", index=False)
+    with atomic(out_model) as tmp:
+        core.save(tmp)
+    table = _history_table(next(c for c in callbacks if isinstance(c, Backup)).rows)
+    write_tsv(table.assign(epoch=table.epoch + 1), out_history)
     summary = {
         "preset": settings["preset"],
         **info,
@@ -441,28 +492,73 @@ def train(
         "settings": settings,
         "versions": backend.versions(),
     }
-    Path(out_summary).write_text(json.dumps(summary, indent=1) + "\n")
+    # Written last: Snakemake counts the job done only with all three outputs, and until the
+    # backups are gone a rerun resumes after the last epoch and writes them again.
+    write_json(out_summary, summary)
     shutil.rmtree(resume.folder, ignore_errors=True)
     return summary
 
 
-def _restorable_epoch(backup):
-    meta = backup / "training_metadata.json"
-    if not (meta.exists() and (backup / "latest.weights.h5").exists()):
-        return None
-    return int(json.loads(meta.read_text())["epoch"]) or None
+WEIGHTS, HISTORY, STATE = "backup.weights.h5", "history.tsv", "state.json"
 
 
-def _truncate_history(path, epochs):
-    # An interruption between Keras' CSV line and its backup can leave one epoch too many.
-    if not path.exists():
-        return
-    table = _read_history(path)
-    table[table.epoch < epochs].to_csv(path, sep="\t", index=False)
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _read_history(path):
+def _save_state(folder, model, rows, keep):
+    """Write the weights, the history and a state.json with their checksums into a hidden folder,
+    then rename it to epoch-NNNNNN: one atomic step. Older backups beyond keep are removed."""
+    final = folder / f"epoch-{len(rows):06d}"
+    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_weights(str(tmp / WEIGHTS))
+        _history_table(rows).to_csv(tmp / HISTORY, sep="\t", index=False)
+        state = {
+            "epoch": len(rows),
+            WEIGHTS: _sha256(tmp / WEIGHTS),
+            HISTORY: _sha256(tmp / HISTORY),
+        }
+        (tmp / STATE).write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)  # only after a damaged backup was passed over
+        os.replace(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if named := naming(e, final, tmp, tmp / WEIGHTS, tmp / HISTORY, tmp / STATE):
+            raise named from e
+        raise
+    for old in sorted(folder.glob("epoch-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(".epoch-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _restorable(state):
+    """(history rows, None) if the backup folder is whole and consistent, else (None, reason)."""
     import pandas as pd
 
-    table = pd.read_csv(path, sep="\t")
-    return table.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    try:
+        meta = json.loads((state / STATE).read_text())
+        epoch = int(meta["epoch"])
+    except FileNotFoundError:
+        return None, f"no {STATE}"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"unreadable {STATE}: {type(e).__name__}: {e}"
+    for name in (WEIGHTS, HISTORY):
+        try:
+            if _sha256(state / name) != meta.get(name):
+                return None, f"{name} does not match its checksum"
+        except OSError as e:
+            return None, f"{name}: {e.strerror or e}"
+    rows = pd.read_csv(state / HISTORY, sep="\t").to_dict("records")
+    if epoch < 1 or [r["epoch"] for r in rows] != list(range(epoch)):
+        return None, f"its history does not reach epoch {epoch}"
+    return rows, None
+
+
+def _history_table(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows)

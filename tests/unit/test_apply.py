@@ -188,8 +188,8 @@ def test_no_recursive_reads_the_top_level_only(trained, tmp_path):
 def test_outputs_inside_the_input_folder_are_not_read_back(trained, tmp_path):
     model_path, _, _ = trained
     png(tmp_path / "a.png", sample("coffee.png", (0, 0, 40, 40)))
-    for _ in range(2):
-        done = apply.apply_folder(model_path, tmp_path, tmp_path / "out", tile=TILE)
+    for k in range(2):
+        done = apply.apply_folder(model_path, tmp_path, tmp_path / "out", tile=TILE, overwrite=k)
         assert [r["image"] for r in done.records] == ["a.png"] and not done.skipped
     with pytest.raises(TesseraError, match="is the input folder"):
         apply.apply_folder(model_path, tmp_path, tmp_path, tile=TILE)

@@ -15,6 +15,7 @@ CASES = {
     "tiling.py": (["--repeat", "1", "--size", "160x96"], r"\(b\) / \(a\): [\d.]+x"),
     "radius.py": (["--presets", "dncnn"], r"dncnn +8 +8 +[\d.e+-]+ +[\d.e+-]+"),
     "scale.py": (["--sizes", "3", "4", "--steps", "2", "--plan", "20"], r"snakemake -n on 20 images: [\d.]+ s"),
+    "configs.py": (["--examples", "20", "--in-process"], r"20 configurations drawn from the schema"),
 }  # fmt: skip
 
 

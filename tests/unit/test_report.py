@@ -78,3 +78,16 @@ def test_verdicts_say_plainly_when_the_network_harms_its_inputs_and_how_it_does_
     # inside the holes: (24 - 25 + 22 - 25) / 2 = -2 dB against biharmonic inpainting
     assert any("holes" in s and "loses to biharmonic inpainting by 2.00 dB" in s for s in said)
     assert not any("harms" in s for s in report.verdicts(rows, {}))  # reconstruct: no input row
+
+
+def test_stage_costs_sum_each_stages_jobs_and_keep_the_largest_peak(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = []
+    for k, (s, rss, cpu) in enumerate([(1.5, 100, 1.0), (2.5, 300, "NA"), (10, 900, 19.5)]):
+        path = tmp_path / f"{k}.tsv"
+        path.write_text(header + f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+        files.append(path)
+    table = report.stage_costs(["patches", "patches", "train"], files).set_index("stage")
+    assert list(table.index) == ["patches", "train", "all"]
+    assert table.loc["patches"].tolist() == [2, 4.0, 300.0, 1.0]  # "NA": not measured, not 0
+    assert table.loc["all"].tolist() == [3, 14.0, 900.0, 20.5]

@@ -60,14 +60,32 @@ def damaged_copies(clean, folder):
     return folder
 
 
+def mean_colour(image, size):
+    """The trivial answer for an image: each size x size block painted its mean colour, a block
+    cut by the image's edge the mean of its own pixels (block_reduce pads it with NaN, which
+    nanmean leaves out; its default zero padding would darken the edge blocks and lower the
+    floor)."""
+    image = np.asarray(image, dtype=np.float64)
+    means = block_reduce(image, (size, size, 1), np.nanmean, cval=np.nan)
+    flat = np.repeat(np.repeat(means, size, axis=0), size, axis=1)
+    return flat[: image.shape[0], : image.shape[1]]
+
+
 def mean_colour_psnr(source, size):
-    """PSNR of the trivial answer for an image: each size x size block painted its mean colour."""
+    """PSNR of the trivial answer for an image file."""
     image = np.asarray(Image.open(source).convert("RGB"), dtype=np.float64)
-    means = block_reduce(image, (size, size, 1), np.mean)
-    flat = np.repeat(np.repeat(means, size, axis=0), size, axis=1)[
-        : image.shape[0], : image.shape[1]
-    ]
-    return peak_signal_noise_ratio(image, np.rint(flat), data_range=255)
+    return peak_signal_noise_ratio(image, np.rint(mean_colour(image, size)), data_range=255)
+
+
+def test_the_trivial_answer_is_each_blocks_own_mean_up_to_the_edges():
+    # 20 x 13 pixels: blocks of 16 leave a strip of 4 and one of 13 at the edges
+    rng = np.random.default_rng(0)
+    image = np.repeat(rng.integers(0, 256, (1, 1, 3)), 20, axis=0).repeat(13, axis=1)
+    image[16:, :, 0] = 10  # the bottom strip has its own red
+    flat = mean_colour(image, 16)
+    assert flat.shape == image.shape
+    # sums of at most 256 integers: exact in float64 but for the division, within 1e-9
+    np.testing.assert_allclose(flat, image, atol=1e-9)
 
 
 def learning_failures(work, images):
@@ -228,6 +246,44 @@ def test_every_file_the_report_references_exists(run):
     for name in sorted(p.name for p in images.iterdir()):
         assert name in text
     assert "mean (val)" in text and "mean (train)" in text
+
+
+def cost_rows(page):
+    """{stage: (jobs, wall s, peak RSS MB, CPU s)} of the report's time-and-memory table."""
+    section = page.split('<h2 id="cost">', 1)[1].split("</table>", 1)[0]
+    rows = {}
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)[1:]:
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        rows[cells[0]] = tuple(float(c) if c != "-" else None for c in cells[1:])
+    return rows
+
+
+def test_every_job_is_benchmarked_and_the_report_shows_each_stages_cost(run):
+    work, images, _ = run
+    bench = work / "logs" / "benchmarks"
+    names = sorted(p.name for p in images.iterdir())
+    files = {
+        "patches": [bench / "patches" / f"{n}.tsv" for n in names],
+        "split": [bench / "dataset" / "split.tsv"],
+        "train": [bench / "train.tsv"],
+        "reconstruct": [bench / "reconstruct" / f"{n}.tsv" for n in names],
+        "seams": list((bench / "reconstruct").glob("*.naive.tsv")),
+        "baselines": [bench / "baselines" / "baselines.tsv"],
+    }
+    assert (bench / "report.tsv").is_file()
+    rows = cost_rows((work / "results" / "report" / "index.html").read_text())
+    assert list(rows) == [*files, "all"]
+    for stage, paths in files.items():
+        tables = [pd.read_csv(p, sep="\t") for p in paths]
+        jobs, wall, rss, cpu = rows[stage]
+        assert jobs == len(paths) >= 1
+        # the page rounds wall and CPU seconds to 0.1 and memory to 1 MB
+        assert abs(wall - sum(t.s.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
+        assert abs(cpu - sum(t.cpu_time.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
+        assert abs(rss - max(t.max_rss.max() for t in tables)) <= 0.5
+        assert wall > 0 and rss > 0
+    assert rows["all"][0] == sum(len(p) for p in files.values())
+    assert rows["train"][1] > rows["split"][1]  # training is the run's longest job
 
 
 def test_a_second_run_has_nothing_to_do(run):

@@ -79,7 +79,7 @@ def interrupt_after_first_epoch(work, job_signal=None, timeout=300):
         work, "--configfile", str(work / "tiny.yaml"), snakefile=work / "Snakefile"
     )
     out = work / "interrupted.out"
-    backup = str(work / "results" / ".resume" / "train" / "*" / "backup" / "training_metadata.json")
+    backup = str(work / "results" / ".resume" / "train" / "*" / "epoch-*" / "state.json")
     with open(out, "w") as sink:
         proc = subprocess.Popen(
             cmd,
@@ -93,8 +93,8 @@ def interrupt_after_first_epoch(work, job_signal=None, timeout=300):
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None and time.monotonic() < deadline:
-                # Keras writes the backup at the end of every epoch and deletes it when training
-                # ends: while it exists, an epoch has finished and training has not.
+                # A backup appears at the end of every epoch and is deleted when training ends:
+                # while one exists, an epoch has finished and training has not.
                 if glob.glob(backup):
                     if job_signal:
                         for pid in training_jobs(proc.pid):
@@ -263,6 +263,11 @@ def test_a_training_setting_retrains_and_redoes_what_follows_not_the_patches(run
 
 def test_a_thread_count_reruns_nothing(run):
     assert plan(run.work, "--config", "train={threads: 1}", "reconstruct={threads: 1}") == Counter()
+
+
+def test_requiring_a_gpu_reruns_nothing(run):
+    # what the SLURM profile sets: a run moved to the cluster is not trained again
+    assert plan(run.work, "--config", "train={require_gpu: true}") == Counter()
 
 
 def test_a_patch_setting_reruns_everything(run):

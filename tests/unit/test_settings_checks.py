@@ -1,0 +1,73 @@
+"""Settings each allowed by the schema but that a job would trip on: settings.check() refuses
+them with one line naming the key, and lets every shipped configuration through."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from tessera import TesseraError, settings
+from tests.conftest import REPO
+from tests.drawn_configs import SCHEMA, SCHEMA_FILE
+
+SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "config.schema.yaml")
+
+
+def filled(*changes):
+    """config/config.yaml with its defaults filled in and the changes (section, {key: value})."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for section, values in changes:
+        config[section] = (
+            {**config.get(section, {}), **values} if isinstance(values, dict) else values
+        )
+    validate(config, str(SCHEMA_FILE))
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ([("task", {"kind": "denoise", "noise": "salt_pepper", "rate": 0})], "task.rate: 0 adds"),
+        ([("results", "")], "results: an empty path is not allowed"),
+        ([("logs", "  ")], "logs: an empty path is not allowed"),
+        ([("results", ".")], "results: '.' holds the images folder 'resources/sample_images'"),
+        ([("train", {"gpus": 3})], "train.batch_size: 64 is not a multiple of train.gpus (3)"),
+        (
+            [("train", {"gpus": 128})],
+            "train.batch_size: 64 is not a multiple of train.gpus (128): each device gets an "
+            "equal share of every batch; use 128",
+        ),
+        ([("reconstruct", {"tile": 4096})], "reconstruct.tile: 4096 makes the reconstruct job"),
+        ([("reconstruct", {"batch_size": 4096})], "reconstruct.batch_size: 4096 makes the rec"),
+        (
+            [("patches", {"size": 512}), ("train", {"batch_size": 1})],
+            "patches.size: 512 makes the train job need about 24,878 MB",
+        ),
+        ([("split", {"max_val_patches": 3 * 10**6})], "split.max_val_patches: 3000000 makes"),
+    ],
+)
+def test_a_setting_a_job_would_trip_on_is_named(changes, expected):
+    config = filled(*changes)
+    settings.validate(copy.deepcopy(config), SCHEMA)  # each value is fine alone
+    with pytest.raises(TesseraError) as error:
+        settings.check(config)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value), error.value
+
+
+def test_the_memory_check_follows_the_jobs_memory():
+    config = filled(("reconstruct", {"tile": 2048}))
+    estimate = settings.memory_mb(config)["reconstruct"][0]
+    assert 4000 < estimate < 64000  # 8 tiles of 2048x2048 at 300 bytes a pixel: about 11 GB
+    with pytest.raises(TesseraError, match="over its mem_mb of 4000"):
+        settings.check(config)
+    settings.check(config, {"reconstruct": 64000})
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_passes_every_check(path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(yaml.safe_load(path.read_text()))
+    validate(config, str(SCHEMA_FILE))
+    settings.check(config)
+    settings.variant_configs(config, SCHEMA, config["variants"])

@@ -1,0 +1,42 @@
+"""Faults, tried for real (bench/faults.py does the work and prints the figures):
+
+- the training job SIGKILLed at eleven moments of its life, during its writes among them, and
+  run again after each: the history has every epoch once and in order, the summary agrees, no
+  output is ever half-written, and damaged backups make it start over with one line;
+- the workflow on a small disk that fills: every job that fails says so in one line naming the
+  path, nothing is half-written under its final name, and once there is room the same command
+  completes; a read-only results folder stops the run in one line.
+"""
+
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import faults  # noqa: E402
+
+
+def test_training_killed_at_any_moment_resumes_with_every_epoch_once(tmp_path):
+    rows = faults.kills(tmp_path, epochs=5)  # asserts the history and summary after each chain
+    faults.print_kills(rows)
+    table = pd.DataFrame(rows)
+    killed = table[table.killed]
+    assert len(killed) >= 10, table
+    assert killed.outputs.str.contains("model.keras").any() or killed.inside.any(), table
+    assert table.began.str.startswith("resumed").sum() >= 3, table
+    assert (table.began == "started over (damaged backup)").sum() == 1, table
+
+
+def test_a_full_disk_fails_in_one_line_and_the_same_command_then_completes(tmp_path):
+    if why := faults.can_mount(tmp_path / "probe"):
+        pytest.skip(why)
+    rows = faults.disk(tmp_path)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    failed = table[table.failed != "-"]
+    # the disk did fill, in the writes of more than one stage
+    assert len(set(" ".join(failed.failed).split())) >= 2, table
+    assert failed.message.str.contains("no space left on device writing").all(), table
