@@ -9,6 +9,14 @@
 
 --size resizes the image first (Pillow) to measure a large photo. The model is untrained: speed
 does not depend on the weights.
+
+    python bench/tiling.py --valid-twin [--depth 8] [--width 32] [--tile 64]
+
+instead measures the blog post's "32 in, 24 out": a stack of `depth` 3x3 convolutions with same
+padding, tiled in crop mode (each tile computed whole, its margin thrown away), against its valid
+twin (the same layers and weights, padding valid) tiled exactly (each tile gives only its share).
+It prints the convolution output pixels each computes, the wall time, and how far apart the two
+rebuilt images are (float rounding: they are the same function on the same pixels).
 """
 
 import argparse
@@ -39,6 +47,61 @@ def best_of(repeat, fn):
     return min(times)
 
 
+def conv_stack(depth, width, padding):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    convs = [keras.layers.Conv2D(width, 3, padding=padding, activation="relu")]
+    convs += [
+        keras.layers.Conv2D(width, 3, padding=padding, activation="relu") for _ in range(depth - 2)
+    ]
+    convs.append(keras.layers.Conv2D(3, 3, padding=padding))
+    return keras.Sequential([keras.Input((None, None, 3)), *convs], name=f"{padding}_{depth}")
+
+
+def computed_pixels(model, plan):
+    """Output positions of every convolution, summed over the plan's tiles."""
+    shape, total = (1, plan.tile, plan.tile, 3), 0
+    for layer in model.layers:
+        shape = layer.compute_output_shape(shape)
+        if type(layer).__name__ == "Conv2D":
+            total += shape[1] * shape[2]
+    return total * plan.count
+
+
+def valid_twin(args, image):
+    same = conv_stack(args.depth, args.width, "same")
+    valid = conv_stack(args.depth, args.width, "valid")
+    valid.set_weights(same.get_weights())
+    mp = image.shape[0] * image.shape[1] / 1e6
+    runs = {}
+    for name, model in (("same padding, crop tiling", same), ("valid twin, exact tiling", valid)):
+        summary = models.describe(model)
+        plan = rec.plan_for(image, summary, args.tile, None, "crop")
+        out = rec.reconstruct(model, image, plan, args.batch)  # traces once, untimed
+        runs[name] = [model, summary, plan, out, []]
+    # interleaved, so that a machine shared with other jobs slows both alike; the best of each
+    for _ in range(args.repeat):
+        for model, _, plan, _, times in runs.values():
+            times.append(best_of(1, lambda: rec.reconstruct(model, image, plan, args.batch)))
+    rows = {}
+    for name, (model, summary, plan, out, times) in runs.items():
+        seconds = min(times)
+        rows[name] = (plan, computed_pixels(model, plan), seconds, out)
+        print(
+            f"{name:28} radius {summary['receptive_radius']}, border {plan.border}, margin "
+            f"{plan.margin}, {plan.count} tiles of {plan.tile} giving {plan.out_stride} each: "
+            f"{computed_pixels(model, plan) / 1e6:8.2f} M conv pixels, {seconds:7.3f} s "
+            f"({mp / seconds:.3f} MP/s)"
+        )
+    (_, pa, ta, oa), (_, pb, tb, ob) = rows.values()
+    print(
+        f"valid twin / same: {pb / pa:.3f} of the computed pixels, {tb / ta:.3f} of the time; "
+        f"outputs differ by at most {np.abs(oa - ob).max():.2e} (outputs up to "
+        f"{np.abs(oa).max():.2f})"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="compact")
@@ -49,6 +112,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-per-tile", action="store_true", help="skip (a), slow on big images")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--valid-twin", action="store_true", help="valid against same padding")
+    ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--width", type=int, default=32)
     args = ap.parse_args()
     import keras
 
@@ -59,6 +125,12 @@ def main():
 
         w, h = map(int, args.size.split("x"))
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
+    if args.valid_twin:
+        print(
+            f"{keras.config.backend()} on {backend.devices()}; {args.depth} 3x3 convolutions of "
+            f"{args.width} channels; image {image.shape[1]}x{image.shape[0]}; batch {args.batch}"
+        )
+        return valid_twin(args, image)
     model = models.build(args.preset)
     info = models.describe(model)
     margin = rec.default_margin(info["receptive_radius"], info["size_multiple"])

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 from snakemake.utils import Paramspace
 
-from tessera import TesseraError, codeversion, images, settings
+from tessera import TesseraError, codeversion, images, models, settings
 from tessera.files import check_writable
 
 
@@ -146,13 +146,19 @@ def training_data(c):
     }
 
 
+def model_spec(c):
+    """The model section with the network's defaults filled in (checked before any job runs)."""
+    return models.normalise(c["model"])
+
+
 def shown_config(c):
     """The configuration as the report shows it: every setting that shapes a result, so not the
     thread counts (they change nothing but speed, and must not rerun the report)."""
     leave = ("variants", "grid", "apply")
-    return {
+    shown = {
         k: settings_of(c, k) if isinstance(v, dict) else v for k, v in c.items() if k not in leave
     }
+    return {**shown, "model": model_spec(c)}
 
 
 def code(stage):

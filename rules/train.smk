@@ -3,6 +3,8 @@ rule train:
     input:
         split=lambda w: fill(results(f"{SPLIT}/split.tsv"), w),
         patches=lambda w: [fill(results(f"{PATCHES}/{i}.npy"), w) for i in usable_images(w)],
+        # fine-tuning: the weights training starts from (a new file retrains)
+        init=lambda w: conf(w)["model"].get("init") or [],
     output:
         model=run_path("model/model.keras"),
         history=run_path("model/history.tsv"),
@@ -20,7 +22,8 @@ rule train:
         gpu=lambda w: conf(w)["train"]["gpus"],
         require_gpu=lambda w: int(conf(w)["train"]["require_gpu"]),
     params:
-        settings=lambda w: {**settings_of(conf(w), "train"), "preset": conf(w)["model"]["preset"]},
+        # the network with its arguments filled in (and a model file's code hash): a change retrains
+        settings=lambda w: {**settings_of(conf(w), "train"), "model": model_spec(conf(w))},
         data=lambda w: training_data(conf(w)),
         images=usable_images,
         task=lambda w: conf(w)["task"],

@@ -8,9 +8,9 @@ import functools
 import json
 import sys
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +18,13 @@ import pandas as pd
 
 from tessera import TesseraError, models, tasks
 from tessera import reconstruct as rec
-from tessera.files import write_json, write_tsv
+from tessera.files import write_tsv
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
     discover,
     image_id,
     load_image,
-    save_png,
 )
 
 # What tiling needs from summary.json: the model's size multiple and reach, and what it was given.
@@ -119,6 +118,17 @@ def _summary_problems(summary):
         return f"has receptive_radius {radius!r}, not a whole number of pixels"
     if not isinstance(task, dict) or task.get("kind") not in TASKS:
         return f"has task {task!r}, whose kind is not one of: {', '.join(TASKS)}"
+    # written since models report their geometry; older summaries are of same-size models
+    border = summary.get("output_border", 0)
+    if not _is_int(border) or border < 0:
+        return f"has output_border {border!r}, not a whole number of pixels"
+    scale = summary.get("output_scale", 1)
+    try:
+        ok = not isinstance(scale, bool) and Fraction(str(scale)) > 0
+    except (ValueError, ZeroDivisionError):
+        ok = False
+    if not ok:
+        return f"has output_scale {scale!r}, not a positive number or fraction such as '1/4'"
     return None
 
 
@@ -183,36 +193,30 @@ def apply_image(
     ensemble=False,
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
 ):
-    """Run the model on one image file as it is and write the result as a PNG of the same size.
+    """Run the model on one image file as it is and write the result as a PNG of the same size
+    (times the model's output scale, for a model that changes the resolution).
 
     A denoising or restoring model gets the photo itself as its damaged input. Only a reconstructing model, whose
     input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
-    image, _ = load_image(image_path, max_megapixels=max_megapixels)
-    started = time.perf_counter()
-    output, plan = predict(model, summary, image, tile, margin, mode, batch_size, ensemble)
-    result = rec.to_uint8(output)
-    seconds = max(time.perf_counter() - started, 1e-9)
-    save_png(result, out_png)
-    height, width = image.shape[:2]
-    record = {"image": image_id, "source": str(image_path), "width": width, "height": height}
-    if tasks.get(summary["task"]).input_is_target:
-        record.update(rec.metrics(image, result))
-        record["seam_ratio"] = rec.seam_ratio(image, result, plan)
-    record.update(
-        mode=mode,
-        ensemble=bool(ensemble),
-        tile=tile,
-        margin=plan.margin,
-        tiles=plan.count,
-        seconds=round(seconds, 3),
-        megapixels_per_s=round(width * height / 1e6 / seconds, 3),
+    measured = ("metrics", "seam_ratio") if tasks.get(summary["task"]).input_is_target else ()
+    return rec.rebuild(
+        model,
+        summary,
+        image_path,
+        image_id,
+        out_png,
+        out_json,
+        tile,
+        margin,
+        mode,
+        batch_size,
+        max_megapixels=max_megapixels,
+        ensemble=ensemble,
+        measures=measured,
+        source=image_path,
     )
-    if out_json is not None:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(out_json, record, ensure_ascii=False)
-    return record
 
 
 def apply_folder(

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tessera import tasks
+from tessera import TesseraError, models, tasks
 from tessera.images import DIHEDRAL, dihedral
 from tessera.patches import grid_positions
 
@@ -314,12 +314,26 @@ class Trainer(keras.Model):
 
     The target is the flipped/turned clean patch and the input is made from that same patch, so
     input and target always get the same transform: the blog post's bug was to transform them
-    independently.
+    independently. A model with an output border (valid convolutions) answers for the centre of
+    the patch only, so the target is that centre.
     """
 
     def __init__(self, core, size, task, seed):
         super().__init__(name=f"training_{core.name}")
         self.core, self.task, self.kind = core, task, tasks.get(task)
+        geo = models.geometry(core)
+        if geo.scale != 1:
+            raise TesseraError(
+                f"model '{core.name}': its output is {geo.scale} of its input's size; the "
+                f"{task['kind']} task trains only models whose output has the input's scale"
+            )
+        if 2 * geo.border >= size:
+            raise TesseraError(
+                f"patches.size: {size} leaves no output for model '{core.name}', whose output "
+                f"is {2 * geo.border} pixels smaller than its input; use patches larger than "
+                f"{2 * geo.border}"
+            )
+        self.size, self.border = size, geo.border
         self.maps = dihedral_maps(size)
         self.window = 3 * size * size
         if self.kind.uses_noise_bank:
@@ -347,7 +361,9 @@ class Trainer(keras.Model):
             given = self.kind.on_device(self, clean, offsets, self.task)
         scale = np.float32(1 / 255)
         answer = self.core(given * scale, training=training)
-        return ops.concatenate([ops.cast(answer, "float32"), clean * scale], axis=-1)
+        b = self.border
+        target = clean[:, b : self.size - b, b : self.size - b, :] if b else clean
+        return ops.concatenate([ops.cast(answer, "float32"), target * scale], axis=-1)
 
 
 def validation_pair(clean, task):

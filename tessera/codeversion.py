@@ -73,6 +73,12 @@ def code_hash(script):
     return h.hexdigest()[:12]
 
 
+def file_hash(path):
+    """A short hash of one Python file's code, comments and spacing left out (a user's model file:
+    editing it retrains, explaining a line in it does not)."""
+    return hashlib.sha256(_digest(Path(path).read_bytes(), True)).hexdigest()[:12]
+
+
 _LAYOUT = {tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.ENDMARKER}
 _IGNORED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 

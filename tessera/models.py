@@ -7,6 +7,7 @@ declared down-sampling) at parse time without starting a deep-learning framework
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,13 +16,54 @@ from tessera import TesseraError
 
 
 @dataclass(frozen=True)
+class Arg:
+    """One declared argument of a preset: its default, and the integers or words it allows."""
+
+    name: str
+    default: object
+    low: int = None
+    high: int = None
+    choices: tuple = ()
+
+    def allowed(self):
+        if self.choices:
+            return "|".join(self.choices)
+        return f"{self.low}..{self.high}"
+
+    def check(self, value, preset):
+        ok = (
+            value in self.choices
+            if self.choices
+            else (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and self.low <= value <= self.high
+            )
+        )
+        if not ok:
+            raise TesseraError(
+                f"model.{self.name}: {value!r} is not allowed for preset '{preset}'; use "
+                + (
+                    f"one of {self.allowed()}"
+                    if self.choices
+                    else f"an integer from {self.low} to {self.high}"
+                )
+                + f" (default {self.default})"
+            )
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
-    downsamplings: (
-        int  # declared for checks before any job runs; tests compare it to the built model
-    )
+    # down-samplings as a function of the arguments: declared for checks before any job runs;
+    # tests compare it to the built model
+    downsamplings: Callable
     build: Callable
+    args: tuple = ()
+
+    def arguments(self):
+        return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
 
 
 def _seed():
@@ -52,52 +94,175 @@ def _seed():
     )
 
 
-def _compact(width=32, latent=12):
+def _compact(width=32, latent=12, kernel=3):
     # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
     # input's values): a real bottleneck, and about five times the seed network's speed on a CPU.
     from keras import Input, Model, layers
 
+    def conv(n, strides=1):
+        return layers.Conv2D(n, kernel, strides=strides, padding="same", activation="relu")
+
+    def up(n):
+        return layers.Conv2DTranspose(n, kernel, strides=2, padding="same", activation="relu")
+
     x = inp = Input((None, None, 3))
-    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    x = layers.Conv2D(width, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(x)
+    x = conv(width)(x)
+    x = conv(width, 2)(x)
+    x = conv(2 * width, 2)(x)
     x = layers.Conv2D(latent, 1, name="latent")(x)
-    x = layers.Conv2DTranspose(2 * width, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    x = up(2 * width)(x)
+    x = up(width)(x)
+    x = conv(width)(x)
     return Model(inp, layers.Conv2D(3, 1)(x), name="compact")
 
 
-def _dncnn(depth=8, width=32):
+def _dncnn(depth=8, width=32, padding="same"):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
     # from the input (DnCNN's residual learning); the identity is its starting point, so it never
-    # has to learn to copy the image.
+    # has to learn to copy the image. With valid convolutions each layer trims a pixel from every
+    # side, and the input is cropped to match before the subtraction (the blog post's "32 in, 24
+    # out" for depth 4): no output pixel is made from padding.
+    from keras import Input, Model, layers
+
+    x = inp = Input((None, None, 3))
+    x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
+    for _ in range(depth - 2):
+        x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
+    # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
+    # the clean image is not rounded to bfloat16's 8 bits of mantissa.
+    residual = layers.Conv2D(3, 3, padding=padding, name="noise", dtype="float32")(x)
+    given = inp if padding == "same" else layers.Cropping2D(depth)(inp)
+    return Model(inp, layers.Subtract(dtype="float32")([given, residual]), name="dncnn")
+
+
+def _unet(width=16, levels=2):
+    # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
+    # beside the encoder's features of the same resolution, so detail skips the bottleneck.
+    from keras import Input, Model, layers
+
+    def block(x, n):
+        for _ in range(2):
+            x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+        return x
+
+    x = inp = Input((None, None, 3))
+    skips = []
+    for level in range(levels):
+        x = block(x, width * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = block(x, width * 2**levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D(2)(x)
+        x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
+    return Model(inp, layers.Conv2D(3, 1)(x), name="unet")
+
+
+def _residual_block(x, n):
+    # two convolutions and a shortcut (a 1x1 projection where the width changes), as in ResNet
+    from keras import layers
+
+    shortcut = x if x.shape[-1] == n else layers.Conv2D(n, 1)(x)
+    y = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+    y = layers.Conv2D(n, 3, padding="same")(y)
+    return layers.Activation("relu")(layers.Add()([shortcut, y]))
+
+
+def _resnet(width=24, depth=2, latent=12):
+    # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
+    # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
     from keras import Input, Model, layers
 
     x = inp = Input((None, None, 3))
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    for _ in range(depth - 2):
+    for level in range(depth):
+        x = layers.MaxPooling2D(2)(_residual_block(x, width * 2**level))
+    x = layers.Conv2D(latent, 1, name="latent")(x)
+    for level in reversed(range(depth)):
+        x = _residual_block(layers.UpSampling2D(2)(x), width * 2**level)
+    return Model(inp, layers.Conv2D(3, 1)(x), name="resnet")
+
+
+def _shuffle_kernel():
+    # The one-hot kernel of a 2x2 pixel unshuffle: input pixel (dy, dx) of channel c goes to
+    # channel (2 * dy + dx) * 3 + c (the order of depth_to_space), so a stride-2 convolution with
+    # it is the unshuffle, and the transposed convolution with it the shuffle: plain layers, which
+    # save, load and have their reach read like any other.
+    k = np.zeros((2, 2, 3, 12), np.float32)
+    for dy in range(2):
+        for dx in range(2):
+            for c in range(3):
+                k[dy, dx, c, (2 * dy + dx) * 3 + c] = 1.0
+    return k
+
+
+def _ffdnet(depth=8, width=64):
+    # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked
+    # as 12 channels, so each layer has a quarter of the positions; the noise estimate is shuffled
+    # back to full resolution and subtracted, as in dncnn.
+    from keras import Input, Model, layers
+
+    inp = Input((None, None, 3))
+    unshuffle = layers.Conv2D(12, 2, strides=2, use_bias=False, trainable=False, name="unshuffle")
+    x = unshuffle(inp)
+    for _ in range(depth - 1):
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
-    # the clean image is not rounded to bfloat16's 8 bits of mantissa.
-    residual = layers.Conv2D(3, 3, padding="same", name="noise", dtype="float32")(x)
-    return Model(inp, layers.Subtract(dtype="float32")([inp, residual]), name="dncnn")
+    x = layers.Conv2D(12, 3, padding="same", dtype="float32")(x)
+    shuffle = layers.Conv2DTranspose(
+        3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
+    )
+    residual = shuffle(x)
+    model = Model(inp, layers.Subtract(dtype="float32")([inp, residual]), name="ffdnet")
+    unshuffle.set_weights([_shuffle_kernel()])
+    # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
+    shuffle.set_weights([_shuffle_kernel()])
+    return model
 
 
+_PADDING = Arg("padding", "same", choices=("same", "valid"))
 PRESETS = {
     p.name: p
     for p in [
         Preset(
             "compact",
             "bottleneck autoencoder, 12-channel latent at 1/4 size (default)",
-            2,
+            lambda a: 2,
             _compact,
+            (Arg("width", 32, 1, 512), Arg("latent", 12, 1, 512), Arg("kernel", 3, 1, 15)),
         ),
-        Preset("dncnn", "residual denoiser: 8 full-resolution layers predict the noise", 0, _dncnn),
-        Preset("seed", "the blog post's 32x32 network, layer for layer", 0, _seed),
+        Preset(
+            "dncnn",
+            "residual denoiser: 8 full-resolution layers predict the noise",
+            lambda a: 0,
+            _dncnn,
+            (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING),
+        ),
+        Preset("seed", "the blog post's 32x32 network, layer for layer", lambda a: 0, _seed),
+        Preset(
+            "unet",
+            "U-Net: the decoder concatenates the encoder's features of each resolution",
+            lambda a: a["levels"],
+            _unet,
+            (Arg("width", 16, 1, 256), Arg("levels", 2, 1, 5)),
+        ),
+        Preset(
+            "resnet",
+            "autoencoder of residual convolution + max pooling blocks down to a latent",
+            lambda a: a["depth"],
+            _resnet,
+            (Arg("width", 24, 1, 256), Arg("depth", 2, 1, 5), Arg("latent", 12, 1, 512)),
+        ),
+        Preset(
+            "ffdnet",
+            "residual denoiser on the four half-resolution sub-images (FFDNet style)",
+            lambda a: 1,
+            _ffdnet,
+            (Arg("depth", 8, 2, 64), Arg("width", 64, 1, 512)),
+        ),
     ]
 }
 DEFAULT_PRESET = "compact"
+_FILE_KEYS = ("file", "function", "args")
 
 
 def get_preset(name):
@@ -108,31 +273,238 @@ def get_preset(name):
     return PRESETS[name]
 
 
-def declared_size_multiple(name):
-    return 2 ** get_preset(name).downsamplings
+def normalise(spec):
+    """The model section of a config (or a preset's name) with every default filled in and every
+    argument checked: {"preset": name, **arguments}, or for a network of one's own {"file",
+    "function", "args", "hash"} (the hash of the file's code, comments left out), plus "init"
+    when training starts from earlier weights. Raises TesseraError naming the key."""
+    from tessera import codeversion
+
+    spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
+    init = spec.pop("init", None)
+    if "file" in spec:
+        extra = sorted(set(spec) - set(_FILE_KEYS) - {"hash"})
+        if extra:
+            raise TesseraError(
+                f"model.{extra[0]}: a model file takes only {', '.join(_FILE_KEYS)} (and init); "
+                "put the function's arguments under model.args"
+            )
+        path = Path(spec["file"])
+        if not path.is_file():
+            raise TesseraError(f"model.file: {path}: no such file")
+        args = spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise TesseraError(f"model.args: {args!r} is not a mapping of keyword arguments")
+        out = {
+            "file": str(path),
+            "function": spec.get("function") or "build",
+            "args": args,
+            "hash": codeversion.file_hash(path),
+        }
+    else:
+        name = spec.pop("preset", None) or DEFAULT_PRESET
+        preset = get_preset(name)
+        declared = {a.name: a for a in preset.args}
+        for key in spec:
+            if key not in declared:
+                takes = preset.arguments() or "no arguments"
+                raise TesseraError(
+                    f"model.{key}: unknown argument of preset '{name}'; it takes: {takes}"
+                )
+        out = {"preset": name}
+        for a in preset.args:
+            value = spec.get(a.name, a.default)
+            a.check(value, name)
+            out[a.name] = value
+    if init is not None:
+        out["init"] = str(init)
+    return out
 
 
-def build(name):
-    return get_preset(name).build()
+def arguments(spec):
+    """The arguments a builder is called with."""
+    return {k: v for k, v in spec.items() if k not in ("preset", "init")}
+
+
+def label(spec):
+    """A short name for the network: "compact (width 48)", or "nets/mine.py:build"."""
+    spec = normalise(spec)
+    if "file" in spec:
+        return f"{spec['file']}:{spec['function']}"
+    preset = get_preset(spec["preset"])
+    changed = [f"{a.name} {spec[a.name]}" for a in preset.args if spec[a.name] != a.default]
+    return spec["preset"] + (f" ({', '.join(changed)})" if changed else "")
+
+
+def declared_size_multiple(spec):
+    """The size multiple known before anything is built; 1 for a model file, which the training
+    job measures and checks."""
+    spec = normalise(spec)
+    if "file" in spec:
+        return 1
+    return 2 ** get_preset(spec["preset"]).downsamplings(spec)
+
+
+def build(spec):
+    """The network a config's model section (or a preset's name) describes, as a Keras model."""
+    spec = normalise(spec) if isinstance(spec, str) or "hash" not in spec else spec
+    if "file" in spec:
+        return build_file(spec)
+    return get_preset(spec["preset"]).build(**arguments(spec))
+
+
+def build_file(spec):
+    """Import a user's model file and call its function; checked as check_model says. A file
+    whose code changed since spec["hash"] was taken is refused: its weights would not fit."""
+    import importlib.util
+
+    from tessera import codeversion
+
+    path, function = Path(spec["file"]), spec.get("function") or "build"
+    if not path.is_file():
+        raise TesseraError(f"model.file: {path}: no such file")
+    now = codeversion.file_hash(path)
+    if spec.get("hash") and spec["hash"] != now:
+        raise TesseraError(
+            f"model.file: {path} has changed since the model was trained (code hash "
+            f"{spec['hash']}, now {now}); restore it or train again"
+        )
+    where = f"{path}:{function}"
+    module_spec = importlib.util.spec_from_file_location(f"tessera_model_{now}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # the user's code: any error is theirs to see, in one line
+        raise TesseraError(f"model.file: {path} fails to import: {type(e).__name__}: {e}") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise TesseraError(f"model.function: {path} has no function '{function}'")
+    try:
+        model = fn(**(spec.get("args") or {}))
+    except Exception as e:
+        raise TesseraError(
+            f"model.args: {where}(**{spec.get('args') or {}}) failed: " f"{type(e).__name__}: {e}"
+        ) from None
+    check_model(model, where)
+    return model
+
+
+def check_model(model, where, sizes=(64, 128, 192)):
+    """One line for each way a built model cannot be trained and tiled by tessera: not a Keras
+    model, not one image in and one out, a fixed input size, other than 3 channels in and out, or
+    an output whose side is neither a fixed multiple of the input's nor the input's less a fixed
+    border (tried at a few sizes, multiples of 64 so that down-sampling divides them)."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TesseraError(
+            f"model.file: {where} returned {type(model).__name__}, not a keras.Model"
+        )
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise TesseraError(
+            f"model.file: {where} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; tessera needs one image in and one out"
+        )
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is not None or shape[2] is not None:
+        raise TesseraError(
+            f"model.file: {where} takes inputs of fixed shape {shape[1:]}; use "
+            "keras.Input((None, None, 3)) so that it takes tiles and whole images of any size"
+        )
+    if shape[3] != 3:
+        raise TesseraError(f"model.file: {where} takes {shape[3]} channels; tessera gives 3 (RGB)")
+    outs = []
+    for s in sizes:
+        try:
+            out = tuple(model.compute_output_shape((1, s, s, 3)))
+        except Exception as e:
+            raise TesseraError(
+                f"model.file: {where} cannot take a {s}x{s} input: {type(e).__name__}: {e}"
+            ) from None
+        if len(out) != 4 or out[3] != 3:
+            raise TesseraError(
+                f"model.file: {where} gives outputs of shape {out[1:]}; "
+                "tessera needs 3 channels (RGB)"
+            )
+        if out[1] != out[2] or out[1] is None:
+            raise TesseraError(
+                f"model.file: {where} gives a {out[1]}x{out[2]} output for a "
+                f"{s}x{s} input; it must keep square tiles square"
+            )
+        outs.append(out[1])
+    ratios = {Fraction(o, s) for o, s in zip(outs, sizes)}
+    borders = {s - o for o, s in zip(outs, sizes)}
+    if len(ratios) > 1 and len(borders) > 1:
+        shown = ", ".join(f"{s} -> {o}" for s, o in zip(sizes, outs))
+        raise TesseraError(
+            f"model.file: {where} gives outputs ({shown}) that are neither a fixed multiple of "
+            "the input's size nor the input's less a fixed border"
+        )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a model's output side follows its input side, for input sides that are multiples of
+    `multiple`: (side - 2 * border) * scale. A same-size model has scale 1 and border 0; valid
+    convolutions give a border ("32 in, 24 out"); up- and down-sampling give another scale."""
+
+    multiple: int
+    scale: Fraction = Fraction(1)
+    border: int = 0
+
+    def output_side(self, side):
+        return (side - 2 * self.border) * self.scale
+
+
+def _output_sides(model, h, w):
+    try:
+        out = tuple(model.compute_output_shape((1, h, w, 3)))[1:3]
+    except ValueError:  # skip connections refuse sizes that do not halve evenly
+        return None
+    return out if all(isinstance(o, int) and o > 0 for o in out) else None
+
+
+def _fit(points):
+    """(scale, border) of the line output = (side - 2 * border) * scale through every (side,
+    output) point, or None when there is no such line with a whole, non-negative border."""
+    (s0, o0), (s1, o1) = points[0], points[-1]
+    scale = Fraction(o1 - o0, s1 - s0)
+    if scale <= 0 or any(o - o0 != scale * (s - s0) for s, o in points):
+        return None
+    border = (s0 - o0 / scale) / 2
+    return (scale, int(border)) if border.denominator == 1 and border >= 0 else None
+
+
+def geometry(model, largest=64):
+    """The model's Geometry, from the output shapes it gives (no weights are run): the smallest
+    power-of-two multiple for which every input side gives an output side on one line."""
+    m = 1
+    while m <= largest:
+        # sides of every remainder modulo 2, 4 and 8 multiples of m, so that a stride that does
+        # not divide the side shows up; long enough for borders of over a hundred pixels
+        ks = [max(8, 256 // m) + j for j in (0, 1, 2, 3, 5, 7)]
+        points, ok = [], True
+        for a, b in zip(ks, ks[1:] + ks[:1]):
+            out = _output_sides(model, m * a, m * b)
+            if out is None:
+                ok = False
+                break
+            points += [(m * a, out[0]), (m * b, out[1])]
+        fit = _fit(sorted(set(points))) if ok else None
+        if fit is not None:
+            return Geometry(m, *fit)
+        m *= 2
+    raise TesseraError(
+        f"model '{model.name}': its output side is neither a fixed multiple of its input side nor "
+        f"the input side less a fixed border, for input sides that are multiples of any power of "
+        f"two up to {largest}"
+    )
 
 
 def size_multiple(model, largest=64):
-    """The smallest power of two m such that inputs whose sides are multiples of m come out the same size."""
-
-    def same_size(s):
-        try:
-            return tuple(model.compute_output_shape((1, s, s, 3)))[1:3] == (s, s)
-        except ValueError:  # skip connections refuse sizes that do not halve evenly
-            return False
-
-    m = 1
-    while m <= largest:
-        if all(same_size(m * k) for k in (3, 5, 7)):
-            return m
-        m *= 2
-    raise TesseraError(
-        f"model '{model.name}' does not give same-size outputs for any size multiple"
-    )
+    """The smallest power of two m such that inputs whose sides are multiples of m give outputs
+    of one Geometry (the same size, for most models)."""
+    return geometry(model, largest).multiple
 
 
 # Layers that act on each pixel alone (channels only): they neither widen nor shift the reach.
@@ -209,10 +581,15 @@ def _layer_reach(layer, reach, axis):
     return None
 
 
-def layer_radius(model):
+def layer_radius(model, geo=None):
     """The receptive radius read from the layers' configuration (kernel sizes, strides, dilations,
     padding, cropping) by walking the model's graph: exact integer arithmetic, so no kernel
-    library's rounding can change it. None when the model has a layer this does not know."""
+    library's rounding can change it. None when the model has a layer this does not know.
+
+    In input pixels, around what each output pixel stands for: output pixel q of a model of
+    Geometry (scale, border) stands for input pixels border + q / scale onwards (1 / scale of
+    them), so a stack of valid 3x3 convolutions of depth d has radius d, not 2d."""
+    geo = geo or geometry(model)
 
     def walk(tensor, axis, seen):
         if id(tensor) in seen:
@@ -238,9 +615,9 @@ def layer_radius(model):
     radius = 0
     for axis in (0, 1):
         reach = walk(model.outputs[0], axis, {})
-        if reach is None or reach.step != 1 or len(model.outputs) != 1:
+        if reach is None or reach.step != 1 / geo.scale or len(model.outputs) != 1:
             return None
-        radius = max(radius, math.ceil(-reach.lo), math.ceil(reach.hi))
+        radius = max(radius, math.ceil(geo.border - reach.lo), math.ceil(reach.hi - geo.border))
     return radius
 
 
@@ -255,20 +632,23 @@ PROBE_RTOL = 1e-5
 PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB at most
 
 
-def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL):
+def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL, geo=None):
     """The receptive radius measured by impulse responses: for models whose layers
     layer_radius cannot read, and as a check of it.
 
     Each probe compares the model's output on a random image with the output after changing one
     pixel; the radius is the furthest output change seen over several backgrounds and over every
-    impulse position within one size-multiple cell (a strided network's reach depends on it).
+    impulse position within one size-multiple cell (a strided network's reach depends on it). It
+    is in input pixels, from the impulse to the input pixels each changed output pixel stands
+    for (see layer_radius), so outputs of another size or with a border measure alike.
     """
-    m = size_multiple(model)
+    geo = geo or geometry(model)
+    m, b, step = geo.multiple, geo.border, 1 / geo.scale
     rng = np.random.default_rng(seed)
     offsets = [(dy, dx) for dy in range(m) for dx in range(m)]
     size = 32
     while size <= max_side:
-        size = -(-size // m) * m
+        size = -(-max(size, 2 * b + 4 * m) // m) * m
         c = size // 2
         base = rng.random((trials, size, size, 3), dtype=np.float32)
         out_base = np.asarray(model.predict(base, verbose=0, batch_size=trials))
@@ -286,9 +666,18 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
                 for (dy, dx), mask in zip(chunk, changed):
                     ys, xs = np.nonzero(mask)
                     if len(ys):
-                        reach = max(np.abs(ys - c - dy).max(), np.abs(xs - c - dx).max())
-                        radius = max(radius, int(reach))
-        if radius < c - m:  # the response stayed inside the probe: measured, not cut off
+                        # from the impulse p to the first and last input pixel that the
+                        # furthest changed output rows and columns stand for (exact fractions)
+                        reach = max(
+                            max(
+                                b + int(qs.max()) * step - p,
+                                p - (b + int(qs.min()) * step + step - 1),
+                            )
+                            for qs, p in ((ys, c + dy), (xs, c + dx))
+                        )
+                        radius = max(radius, math.ceil(reach))
+        # the response stayed inside the probe's output: measured, not cut off
+        if radius < c - b - m - (math.ceil(step) - 1):
             return radius
         size *= 2
     raise TesseraError(
@@ -298,11 +687,12 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
     )
 
 
-def receptive_radius(model):
-    """How far (in pixels) an input pixel can reach in the output: from the layers' configuration
-    where every layer is known, else measured."""
-    radius = layer_radius(model)
-    return probe_radius(model) if radius is None else radius
+def receptive_radius(model, geo=None):
+    """How far (in input pixels) an input pixel can reach in the output: from the layers'
+    configuration where every layer is known, else measured."""
+    geo = geo or geometry(model)
+    radius = layer_radius(model, geo)
+    return probe_radius(model, geo=geo) if radius is None else radius
 
 
 def latent_values_per_pixel(model, side=64):
@@ -318,14 +708,18 @@ def latent_values_per_pixel(model, side=64):
 
 
 def describe(model):
+    geo = geometry(model)
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = int(model.count_params())
     return {
         "params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
-        "size_multiple": size_multiple(model),
-        "receptive_radius": receptive_radius(model),
+        "size_multiple": geo.multiple,
+        "receptive_radius": receptive_radius(model, geo),
+        # output side = (input side - 2 x output_border) x output_scale
+        "output_scale": int(geo.scale) if geo.scale.denominator == 1 else str(geo.scale),
+        "output_border": geo.border,
         "latent_values_per_pixel": latent_values_per_pixel(model),
     }
 

@@ -127,9 +127,9 @@ def _check_folders(config):
 def check(config, mem_mb=None):
     """Cross-setting checks: raise TesseraError naming the keys and the values that would work.
     mem_mb: the memory of the rules where a run sets it (--set-resources), else MEM_MB."""
-    preset = config["model"]["preset"]
-    models.get_preset(preset)
-    m = models.declared_size_multiple(preset)
+    spec = models.normalise(config["model"])
+    preset = models.label(spec)
+    m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]
     if size % m:
         raise TesseraError(
@@ -285,7 +285,11 @@ def variant_configs(config, schema, overrides, mem_mb=None):
                 raise TesseraError(
                     f"{where}.{section}: a variant may change only {', '.join(VARIANT_SECTIONS)}"
                 )
-            merged[section] = {**merged[section], **(values or {})}
+            start = merged[section]
+            if section == "model" and {"preset", "file"} & set(values or {}):
+                # another network: the base's arguments and starting weights are another network's
+                start = {}
+            merged[section] = {**start, **(values or {})}
         try:
             validate(merged, schema)
             check(merged, mem_mb)

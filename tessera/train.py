@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -113,8 +114,14 @@ def evaluate(model, batches, loss):
     total = 0
     for x, y, n in batches:
         pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
-        x, y = x[:n], y[:n]
-        flat = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), y.shape)
+        # a model with an output border (valid convolutions) answers for the patches' centres
+        b = (y.shape[1] - pred.shape[1]) // 2
+        colour = x[:n].mean(axis=(1, 2), keepdims=True)  # of the whole patch the model sees
+        x, y = (
+            x[:n, b : x.shape[1] - b, b : x.shape[2] - b],
+            y[:n, b : y.shape[1] - b, b : y.shape[2] - b],
+        )
+        flat = np.broadcast_to(colour, y.shape)
         for key, value in (
             ("model", _loss(loss, pred, y)),
             ("mean_colour", _loss(loss, flat, y)),
@@ -298,15 +305,98 @@ class Backup(keras.callbacks.Callback):
             _save_state(self.resume.folder, self.model, self.rows, self.KEEP)
 
 
+def model_spec(settings):
+    """The network to train: settings["model"] (the config's model section as the rule passes it,
+    defaults filled in), or a preset's name in settings["preset"]."""
+    return models.normalise(settings.get("model") or settings["preset"])
+
+
+def _layers_of(model):
+    # (kind, weight shapes) of each layer with weights, in order: what a weights file must match
+    return [
+        (type(layer).__name__, sorted(tuple(w.shape) for w in layer.weights))
+        for layer in model.layers
+        if layer.weights
+    ]
+
+
+def _saved_layers(path):
+    """(kind, weight shapes) of each layer with weights of a saved .keras file, read from its
+    config and weights without building (nor running) anything of it."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+        weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+    found, used = [], {}
+    for layer in config["config"]["layers"]:
+        # Keras files each layer's weights under its class's snake-case name, numbered by class
+        name = re.sub(
+            "([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", layer["class_name"])
+        ).lower()
+        used[name] = used.get(name, -1) + 1
+        group = weights.get(f"layers/{name}{f'_{used[name]}' if used[name] else ''}/vars")
+        shapes = sorted(tuple(group[k].shape) for k in group) if group is not None else []
+        if shapes:
+            found.append((layer["class_name"], shapes))
+    return found
+
+
+def start_from(model, path):
+    """Load the weights of an earlier model.keras into model (model.init), or say in one line how
+    the two networks differ."""
+    import warnings
+
+    path = Path(path)
+    try:
+        theirs = _saved_layers(path)
+    except Exception as e:  # not a zip, no config: not a model.keras
+        raise TesseraError(
+            f"model.init: {path} is not a model.keras ({type(e).__name__}: {e})"
+        ) from None
+    ours = _layers_of(model)
+    for k, (mine, saved) in enumerate(zip(ours, theirs)):
+        if mine != saved:
+            raise TesseraError(
+                f"model.init: {path} is another network: its layer {k + 1} with weights is "
+                f"{saved[0]} {saved[1]}, this network's is {mine[0]} {mine[1]}"
+            )
+    if len(ours) != len(theirs):
+        raise TesseraError(
+            f"model.init: {path} is another network: it has {len(theirs)} layers with weights, "
+            f"this network {len(ours)}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model.load_weights(str(path))
+        except ValueError as e:
+            first = str(e).strip().splitlines()[0]
+            raise TesseraError(f"model.init: {path} does not fit this network: {first}") from None
+
+
 def compiled_model(settings, data, task, log):
-    """The preset, and the model that trains it (uint8 batches in), built and compiled under the
-    distribution over train.gpus devices; the preset's description; the devices used."""
-    # The starting weights come from the seed alone, whatever devices the training is spread on.
-    reference = models.build(settings["preset"])
+    """The network, and the model that trains it (uint8 batches in), built and compiled under the
+    distribution over train.gpus devices; the network's description; the devices used."""
+    spec = model_spec(settings)
+    # The starting weights come from the seed alone (or model.init), whatever devices the
+    # training is spread on.
+    reference = models.build(spec)
+    if spec.get("init"):
+        start_from(reference, spec["init"])
+        log(f"starting from the weights of {spec['init']}")
     info = models.describe(reference)
+    if data["size"] % info["size_multiple"]:
+        raise TesseraError(
+            f"patches.size: {data['size']} is not a multiple of {info['size_multiple']}, the size "
+            f"multiple of {models.label(spec)}"
+        )
     scope, used = _strategy(settings, log)
     with scope:
-        core = models.build(settings["preset"])
+        core = models.build(spec)
         core.set_weights(reference.get_weights())
         trainer = Trainer(core, data["size"], task, settings["seed"])
         trainer.compile(
@@ -341,13 +431,30 @@ def load_data(split_tsv, patch_files, data, seed):
     return source, val
 
 
-def _callbacks(settings, resume, clock, validation, steps_per_epoch):
+def tensorboard(folder, resumed, log):
+    """TensorBoard's callback writing to folder (cleared for a run that does not resume, so that
+    a retrained model's curves do not lie over the old ones); None where it cannot work: its
+    summary writer is TensorFlow's, whatever the Keras backend."""
+    try:
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+        log(f"warning: no TensorBoard logs: {e.name} is not installed (requirements.txt)")
+        return None
+    if not resumed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return keras.callbacks.TensorBoard(
+        str(folder), write_graph=False, profile_batch=0, update_freq="epoch"
+    )
+
+
+def _callbacks(settings, resume, clock, validation, steps_per_epoch, board=None):
     callbacks = [
         validation,  # first: the ones after it read val_loss
         clock,
         Backup(resume),  # the history line and the backup, as one step
         keras.callbacks.TerminateOnNaN(),
-    ]
+    ] + ([board] if board else [])
     if settings.get("schedule") == "cosine":
         total = settings["epochs"] * steps_per_epoch
         first = resume.after_epoch * steps_per_epoch
@@ -382,7 +489,7 @@ def _on_one_device(model, settings, used):
         return model
     if keras.config.backend() == "jax":
         keras.distribution.set_distribution(None)
-    single = models.build(settings["preset"])
+    single = models.build(model_spec(settings))
     single.set_weights(model.get_weights())
     return single
 
@@ -400,7 +507,8 @@ def train(
     threads=1,
     log=print,
 ):
-    """Train settings["preset"] and write the model, its per-epoch history and a summary.
+    """Train settings["model"] (or settings["preset"]) and write the model, its per-epoch history
+    and a summary; TensorBoard logs go to a tensorboard/ folder beside the model.
 
     split_tsv says which image is on which side; patch_files maps each image id to its patch file
     (whole images with data["sampling"] == "random"); data holds the patch settings (size, stride,
@@ -419,11 +527,12 @@ def train(
     source, val = load_data(split_tsv, patch_files, data, settings["seed"])
     val_in, val_target = validation_pair(val, task)
 
-    inputs = [split_tsv, *sorted(patch_files.values())]
+    spec = model_spec(settings)
+    inputs = [split_tsv, *sorted(patch_files.values()), *([spec["init"]] if "init" in spec else [])]
     resume = resume_state(resume_root, {**settings, **data}, task, *inputs, log=log)
     core, trainer, info, used = compiled_model(settings, data, task, log)
     log(
-        f"preset {settings['preset']}: {info}; {len(source)} training patches per epoch from "
+        f"model {models.label(spec)}: {info}; {len(source)} training patches per epoch from "
         f"{len(source.reader)} images, {len(val)} validation patches; task {task['kind']}; "
         f"devices used {used}"
     )
@@ -442,7 +551,8 @@ def train(
     )
     validation = Validation(core, val_in, val_target, settings["loss"])
     clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)
-    callbacks = _callbacks(settings, resume, clock, validation, len(batches))
+    board = tensorboard(Path(out_model).parent / "tensorboard", resume.after_epoch, log)
+    callbacks = _callbacks(settings, resume, clock, validation, len(batches), board)
     try:
         wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
     except TesseraError:
@@ -462,7 +572,10 @@ def train(
     table = _history_table(next(c for c in callbacks if isinstance(c, Backup)).rows)
     write_tsv(table.assign(epoch=table.epoch + 1), out_history)
     summary = {
-        "preset": settings["preset"],
+        **({"preset": spec["preset"]} if "preset" in spec else {}),
+        "model": spec,
+        "network": models.label(spec),
+        "init": spec.get("init"),
         **info,
         "task": task,
         "backend": keras.config.backend(),

@@ -13,6 +13,7 @@ CASES = {
     "train_speed.py": (["--presets", "compact", "--epochs", "2", "--patches", "256"], r"compact +\d+ +\d+ +\d\.\d+"),
     "train_speed.py --pipeline-only": (["--patches", "512", "--epochs", "1"], r"host pipeline: [\d,]+ patches/s"),
     "tiling.py": (["--repeat", "1", "--size", "160x96"], r"\(b\) / \(a\): [\d.]+x"),
+    "tiling.py --valid-twin": (["--repeat", "1", "--size", "160x96", "--depth", "4", "--width", "8"], r"valid twin / same: 0\.\d+ of the computed pixels, [\d.]+ of the time; outputs differ by at most (0\.00e\+00|\d\.\d+e-(0[5-9]|[1-9]\d))"),
     "radius.py": (["--presets", "dncnn"], r"dncnn +8 +8 +[\d.e+-]+ +[\d.e+-]+"),
     "scale.py": (["--sizes", "3", "4", "--steps", "2", "--plan", "20"], r"snakemake -n on 20 images: [\d.]+ s"),
     "configs.py": (["--examples", "20", "--in-process"], r"20 configurations drawn from the schema"),
