@@ -138,9 +138,10 @@ class Job:
         pattern = {
             "backup write": str(self.resume / "*" / ".epoch-*.tmp"),
             "backup renamed": str(self.resume / "*" / "epoch-*"),
-            "history write": str(self.out / ".history.tsv.tmp.tsv"),
             "model write": str(self.out / ".model.keras.tmp.keras"),
-            "summary write": str(self.out / ".summary.json.tmp.json"),
+            "model renamed": str(self.out / "model.keras"),
+            "history renamed": str(self.out / "history.tsv"),
+            "summary renamed": str(self.out / "summary.json"),
         }[what]
         return set(glob.glob(pattern))
 
@@ -228,22 +229,29 @@ def kills(work, epochs=6, log=print):
     import tessera.train  # noqa: F401  (imported once here, for every forked run)
 
     job = Job(work, epochs)
-    started = time.monotonic()
+    started, first = time.monotonic(), None
     proc = job.start()
-    proc.join()
+    while proc.is_alive():
+        if first is None and job.watched("backup renamed"):
+            first = time.monotonic() - started
+        time.sleep(0.001)
     life = time.monotonic() - started
-    assert proc.exitcode == 0, job.log.read_text()[-3000:]
+    assert proc.exitcode == 0 and first, job.log.read_text()[-3000:]
     reference = pd.read_csv(job.out / "history.tsv", sep="\t")
-    log(f"uninterrupted run: {life:.1f} s, {epochs} epochs")
+    log(f"uninterrupted run: {life:.1f} s, {epochs} epochs, the first backup after {first:.1f} s")
+    # Offsets into each run: before its first epoch ends, then spread over its epochs (a resumed
+    # run has fewer to go, so the later ones may fall on its last writes, or after its end).
+    spread = [first * 0.5] + [first + (life - first) * f for f in (0.1, 0.35, 0.6)]
     chains = {
-        "time": [("time", life * f) for f in (0.15, 0.45, 0.6, 0.7, 0.8)],
+        "time": [("time", t) for t in spread],
         "writes": [
             ("backup write", 1),
             ("backup renamed", 2),
             ("backup write", 2),
-            ("history write", 1),
             ("model write", 1),
-            ("summary write", 1),
+            ("model renamed", 1),
+            ("history renamed", 1),
+            ("summary renamed", 1),
         ],
         "damage": [("backup renamed", 3)],
     }
@@ -256,6 +264,9 @@ def kills(work, epochs=6, log=print):
             rows.append({"chain": chain, "moment": what, "killed": killed, "inside": inside,
                          "began": start_of(text), "outputs": " ".join(whole_outputs(job)),
                          "rc": None})  # fmt: skip
+            if killed:  # Snakemake removes the outputs of a job that failed
+                for name in ("model.keras", "history.tsv", "summary.json"):
+                    (job.out / name).unlink(missing_ok=True)
         if chain == "damage":
             damage(job)
         history, summary = finish(job, rows, chain)
@@ -380,13 +391,14 @@ def leave_free(folder, room):
             os.posix_fallocate(f.fileno(), 0, size)  # real pages: a sparse file takes no room
 
 
-# (what the run is made to hit, the room left on the disk before it, extra arguments)
+# (what the run is made to hit, the room left on the disk before it, an output folder removed
+# first so that its stage runs again: the report's, as when a user deletes it)
 STEPS = (
-    ("the patch files", 48 * 1024, ()),
-    ("the training backup", 700 * 1024, ()),
-    ("room to finish", None, ()),
-    ("the report", 16 * 1024, ("--forcerun", "report")),
-    ("room to finish", None, ()),
+    ("the patch files", 48 * 1024, None),
+    ("the training backup", 700 * 1024, None),
+    ("room to finish", None, None),
+    ("the report", 16 * 1024, "report"),
+    ("room to finish", None, None),
 )
 
 
@@ -400,9 +412,11 @@ def disk(work, steps=STEPS, log=print):
     rows = []
     mount(folder, 8192)
     try:
-        for hit, room, extra in steps:
+        for hit, room, removed in steps:
+            if removed:
+                shutil.rmtree(folder / "results" / removed)
             leave_free(folder, room)
-            proc = subprocess.run(cmd + list(extra), capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             failed, lines, kept = outcome(proc, folder)
             said = [ln for ln in lines if " error: " in ln]
             if room is None:

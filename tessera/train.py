@@ -403,7 +403,7 @@ def compiled_model(settings, data, task, log):
             optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
             loss=PairedLoss(settings["loss"]),
         )
-        # built before fit, so that BackupAndRestore can load an interrupted run's weights into it
+        # built before fit, so that an interrupted run's backed-up weights can be loaded into it
         n, s = len(used), data["size"]
         channels = trainer.kind.channels
         trainer(

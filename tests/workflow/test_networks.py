@@ -42,7 +42,7 @@ def done(tmp_path_factory):
     shutil.copy(REPO / "examples" / "tiny_unet.py", work / "mine.py")
     tiny_config(work / "base.yaml", images, grid=GRID, variants=MINE)
     write_config(work)
-    return work, run(work)
+    return work, run(work, timeout=1500)  # a shared, loaded CPU can take minutes
 
 
 def test_a_grid_over_a_preset_argument_trains_each_width_and_the_file(done):
@@ -133,7 +133,8 @@ def test_a_bad_network_setting_stops_before_any_job_with_one_line(tmp_path, conf
 
 @pytest.mark.parametrize("preset", ["unet", "resnet"])
 def test_the_posts_other_networks_learn_and_fail_the_check_untrained(tmp_path_factory, preset):
-    model = {"model": {"preset": preset}}
+    # tiles wide enough for their margins (receptive radius 23 and 16) on the 128-pixel photos
+    model = {"model": {"preset": preset}, "reconstruct": {"tile": 128}}
     work, images, _ = workflow_run(tmp_path_factory, preset, **model)
     assert learning_failures(work, images) == []
     work, images, _ = workflow_run(
