@@ -3,6 +3,8 @@ rule baselines:
     input:
         split=lambda w: fill(results(f"{SPLIT}/split.tsv"), w),
         sources=lambda w: [source_of(i) for i in usable_images(w)],
+        # task paired: the clean partners the images are measured against
+        targets=lambda w: [t for i in usable_images(w) for t in [target_of(i)] if t],
     output:
         metrics=results(f"{BASELINES}/metrics.tsv"),
         parameters=results(f"{BASELINES}/parameters.json"),

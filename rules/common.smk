@@ -175,19 +175,41 @@ def _usable(found, key, folder):
     return found
 
 
+def _check_targets():
+    """targets: and task.kind paired go together, in the run and in every variant."""
+    paired = [c["task"]["kind"] == "paired" for c in [config, *VARIANTS.values()]]
+    if config["targets"] and not all(paired):
+        stop("targets: set, but task.kind is not paired; set task.kind: paired, or remove targets")
+    if not config["targets"] and any(paired):
+        stop("task.kind: paired needs targets: the folder of the clean partners of the images")
+
+
 def _discover():
+    _check_targets()
     try:
         settings.check(config, MEM_MB)
         # Outputs must not become inputs of the next run (images: ., or results inside them).
         outputs = (config["results"], config["logs"])
         found = images.discover(config["images"], config["recursive"], leave_out=outputs)
+        partners, orphans = {}, []
+        if config["targets"]:
+            folder = config["targets"]
+            targets = images.discover(folder, config["recursive"], outputs, key="targets")
+            _usable([t for t in targets if t.image_id], "targets", folder)
+            found, partners, orphans = images.pair(found, config["images"], targets, folder)
+            if not partners and any(f.image_id for f in targets):
+                raise TesseraError(
+                    f"targets: no image of '{config['images']}' has a target of the same path "
+                    f"in '{folder}' (a.jpg pairs with a.jpg, in the same subfolder)"
+                )
     except TesseraError as e:
         stop(e)
     usable = _usable({f.image_id: f.path for f in found if f.image_id}, "images", config["images"])
-    return usable, [(f.path, f.reason) for f in found if f.reason]
+    return usable, [(f.path, f.reason) for f in found if f.reason] + orphans, partners
 
 
-IMAGES, SKIPPED = _discover()
+# PARTNERS: {image id: its clean partner's path inside the targets folder}, with task paired
+IMAGES, SKIPPED, PARTNERS = _discover()
 
 
 def source_of(image, folder=None, known=None, links=".sources"):
@@ -211,6 +233,17 @@ def _link(target, link):
 
 def source(wildcards):
     return source_of(wildcards.image)
+
+
+def target_of(image):
+    """The clean partner of an image (task paired), or nothing."""
+    if image not in PARTNERS:
+        return []
+    return source_of(image, config["targets"], PARTNERS, ".targets")
+
+
+def target(wildcards):
+    return target_of(wildcards.image)
 
 
 def split_table(keys):

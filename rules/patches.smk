@@ -2,6 +2,8 @@ rule patches:
     """Decode one image and cut it into square patches (an undecodable file is recorded, not fatal)."""
     input:
         image=source,
+        # task paired: the clean partner, cut at the same positions
+        target=target,
     output:
         patches=results(f"{PATCHES}/{{image}}.npy"),
         info=results(f"{PATCHES}/{{image}}.json"),
@@ -20,6 +22,9 @@ rule patches:
         max_megapixels=config["max_megapixels"],
         # The file's path inside the images folder, as the report shows it.
         name=lambda w: IMAGES[w.image],
+        target_name=lambda w: (
+            os.path.join(config["targets"], PARTNERS[w.image]) if w.image in PARTNERS else None
+        ),
         code=code("patches"),
     script:
         "../scripts/patches.py"

@@ -2,6 +2,7 @@ rule reconstruct:
     """Rebuild one whole image tile by tile with the trained model, and measure it."""
     input:
         image=source,
+        target=target,
         model=run_path("model/model.keras"),
         summary=run_path("model/summary.json"),
     output:
@@ -31,6 +32,7 @@ rule seams:
     margin, so the report can show the seams that the configured tiling avoids."""
     input:
         image=source,
+        target=target,
         model=run_path("model/model.keras"),
         summary=run_path("model/summary.json"),
     output:

@@ -8,7 +8,10 @@ rule report:
         baselines_parameters=lambda w: fill(results(f"{BASELINES}/parameters.json"), w),
         metrics=lambda w: rebuilt(w, "json"),
         rebuilt=lambda w: rebuilt(w, "png"),
-        sources=lambda w: [source_of(i) for i in usable_images(w)],
+        # the truth each image is measured against: itself, or with task paired its target,
+        # the image being the damaged input
+        sources=lambda w: [target_of(i) or source_of(i) for i in usable_images(w)],
+        damaged=lambda w: [source_of(i) for i in usable_images(w)] if PARTNERS else [],
         naive=lambda w: rebuilt(w, "naive.png", [shown_image(w)])[0],
         naive_metrics=lambda w: rebuilt(w, "naive.json", [shown_image(w)])[0],
         benchmarks=lambda w: [path for _, path in cost_files(w)],

@@ -12,6 +12,7 @@ with job(snakemake.log[0], "baselines"):
         task=snakemake.params.task,
         max_megapixels=snakemake.params.max_megapixels,
         threads=snakemake.threads,
+        targets=dict(zip(snakemake.params.images, snakemake.input.targets)),
     )
     print(f"parameters chosen on the training images: {chosen}")
     print(table.to_string())

@@ -17,6 +17,8 @@ with job(snakemake.log[0], "patches"):
         name=snakemake.params.name,
         max_megapixels=snakemake.params.max_megapixels,
         sampling=p["sampling"],
+        target_path=snakemake.input.target or None,
+        target_name=snakemake.params.target_name,
     )
     print(info)
     if info["status"] != "ok":

@@ -23,5 +23,6 @@ with job(snakemake.log[0], "reconstruct"), backend.shared_gpu():
         ensemble=p["ensemble"],
         task=snakemake.params.task,
         max_megapixels=snakemake.params.max_megapixels,
+        target_path=snakemake.input.target or None,
     )
     print(record)

@@ -15,6 +15,8 @@ with job(snakemake.log[0], "report"):
             snakemake.input.rebuilt,
         )
     ]
+    for item, damaged in zip(items, snakemake.input.damaged):
+        item["damaged"] = damaged
     inputs = {
         key: getattr(snakemake.input, key)
         for key in (

@@ -4,7 +4,7 @@ Which methods apply is the task's to say (tessera.tasks): in denoise mode the no
 Gaussian blur, a median filter and non-local means (scikit-image); in restore mode the damaged
 input and the methods for its degradations; each with its parameter chosen on the training images.
 In reconstruct mode: JPEG at quality 75 and 95 (Pillow), with its size in bytes per pixel, the
-price a learned code must beat.
+price a learned code must beat. In paired mode: the damaged image itself, against its target.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -66,10 +66,15 @@ def tune(training, task, threads=1):
     return {name: value for name, (value, _) in best.items()}
 
 
-def evaluate(image_id, clean, task, params):
+def evaluate(image_id, clean, task, params, damaged=None):
     """Rows (image, method, parameter, psnr, ssim, bytes_per_pixel) for one image, and psnr_holes
-    (PSNR inside the holes only) where the task made holes."""
-    found, extra = tasks.get(task).evaluate(image_id, clean, task, params)
+    (PSNR inside the holes only) where the task made holes. With a pair, clean is the image's
+    target and damaged the image: the input is that file, not a draw of the task's."""
+    kind = tasks.get(task)
+    if damaged is not None:
+        found, extra = [(f"{kind.input_word} input", None, damaged, None)], None
+    else:
+        found, extra = kind.evaluate(image_id, clean, task, params)
     holes = tasks.holes_of(extra)
     rows = []
     for method, value, out, bpp in found:
@@ -81,9 +86,10 @@ def evaluate(image_id, clean, task, params):
     return rows
 
 
-def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1):
+def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, threads=1, targets=None):
     """Choose parameters on the training images, then score every usable image, a few images in
-    memory at a time (one per thread), however many there are."""
+    memory at a time (one per thread), however many there are. targets: {image id: its clean
+    partner} with task paired."""
     split = read_table(split_tsv)
     by_id = dict(zip(split.image, split.split))
     params = {}
@@ -99,7 +105,11 @@ def run(split_tsv, sources, out_tsv, out_json, task, max_megapixels=None, thread
 
     def score(item):
         image_id, path = item
-        return evaluate(image_id, load_image(path, max_megapixels=max_megapixels)[0], task, params)
+        image = load_image(path, max_megapixels=max_megapixels)[0]
+        if targets:
+            clean = load_image(targets[image_id], max_megapixels=max_megapixels)[0]
+            return evaluate(image_id, clean, task, params, damaged=image)
+        return evaluate(image_id, image, task, params)
 
     with ThreadPoolExecutor(threads) as pool:
         rows = [r for rs in pool.map(score, sources.items()) for r in rs]

@@ -165,7 +165,7 @@ class Crops:
 
     def take(self, idx):
         s = self.size
-        out = np.empty((len(idx), s, s, 3), np.uint8)
+        out = np.empty((len(idx), s, s, self.reader.shapes[0][-1] if idx.size else 3), np.uint8)
         files = np.searchsorted(self.starts, idx, side="right") - 1
         for k, (f, i) in enumerate(zip(files, idx)):
             y, x = self.positions[f][i - self.starts[f]]

@@ -82,7 +82,7 @@ def image_id(relpath):
     return safe
 
 
-def discover(folder, recursive=True, leave_out=()):
+def discover(folder, recursive=True, leave_out=(), key="images"):
     """List a folder's images without decoding them (cheap enough for Snakefile parse time).
 
     Returns Found entries sorted by path. Hidden files (".DS_Store", "._x.jpg"), files with an
@@ -96,8 +96,8 @@ def discover(folder, recursive=True, leave_out=()):
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise TesseraError(
-            f"images folder '{folder}' {what}: set 'images' in config/config.yaml "
-            "or pass --config images=/path/to/folder"
+            f"{key} folder '{folder}' {what}: set '{key}' in config/config.yaml "
+            f"or pass --config {key}=/path/to/folder"
         )
     found = []
     outputs = {os.path.realpath(p) for p in leave_out}
@@ -140,6 +140,52 @@ def discover(folder, recursive=True, leave_out=()):
     found.sort(key=lambda f: f.path)
     _check_unique(found)
     return found
+
+
+def pair(found, images_folder, targets, targets_folder):
+    """Match each usable image with the target of the same path inside the targets folder
+    (extension included: a.jpg pairs with a.jpg only), both lists as discover() gives them.
+
+    Returns (found, partners, orphans): found with every image lacking a usable partner turned into
+    a skipped entry whose reason names both files; {image id: the partner's path inside the targets
+    folder}; and (target path, reason) for each target without an image. Sizes and decoding are
+    checked later, in the patch jobs.
+    """
+    by_path = {t.path: t for t in targets}
+    stems = {}
+    for t in targets:
+        stems.setdefault(t.path.rpartition(".")[0], []).append(t.path)
+    out, partners, taken = [], {}, set()
+    for f in found:
+        t = by_path.get(f.path)
+        if f.image_id is None:
+            out.append(f)
+            taken.add(f.path)
+            continue
+        clean = os.path.join(targets_folder, f.path)
+        if t is not None and t.image_id is not None:
+            partners[f.image_id] = t.path
+            taken.add(t.path)
+            out.append(f)
+            continue
+        if t is not None:
+            reason = f"its target '{clean}' cannot be used: {t.reason}"
+            taken.add(t.path)
+        else:
+            reason = f"no target '{clean}' for it in the targets folder"
+            other = [p for p in stems.get(f.path.rpartition(".")[0], []) if p != f.path]
+            if other:
+                reason += f" ('{other[0]}' has another extension: the extensions must match)"
+        out.append(Found(f.path, None, reason))
+    orphans = [
+        (
+            os.path.join(targets_folder, t.path),
+            f"a target without a damaged image: no '{os.path.join(images_folder, t.path)}'",
+        )
+        for t in targets
+        if t.image_id is not None and t.path not in taken
+    ]
+    return out, partners, orphans
 
 
 def _check_unique(found):

@@ -44,6 +44,8 @@ def run(
     name=None,
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
     sampling="grid",
+    target_path=None,
+    target_name=None,
 ):
     """Decode one image and write its patches; a file that cannot be used is recorded, not raised.
 
@@ -51,18 +53,27 @@ def run(
     crops every epoch (as many as the grid would give); validation cuts it on the grid. name is
     the file as the user knows it (its path inside the images folder), shown in the report;
     max_megapixels is the decompression-bomb limit (None for none).
+
+    With a target (task paired: the clean partner of a damaged image), each patch holds the clean
+    pixels in channels 0-2 and the damaged ones at the same place in channels 3-5 (the order
+    tessera.tasks gives a 6-channel patch): one file, cut once, so the two sides cannot drift
+    apart and training reads them as it reads any patch.
     """
     info = {"image": image_id, "path": name or str(image_path)}
+    channels = 3 if target_path is None else 6
     try:
         image, notes = load_image(image_path, max_megapixels)
+        if target_path is not None:
+            clean = _partner(image, name or image_path, target_path, target_name, max_megapixels)
+            image = np.concatenate([clean, image], axis=2)
     except UnusableImage as e:
-        patches = np.zeros((0, size, size, 3), dtype=np.uint8)
+        patches = np.zeros((0, size, size, channels), dtype=np.uint8)
         info.update(status="skipped", reason=e.reason, patches=0)
     else:
         count = len(grid_positions(image.shape[0], image.shape[1], size, stride))
         count = count if max_patches is None else min(count, max_patches)
         if sampling == "random":
-            patches = image if count else np.zeros((0, size, size, 3), dtype=np.uint8)
+            patches = image if count else np.zeros((0, size, size, channels), dtype=np.uint8)
         else:
             patches = extract(image, size, stride, max_patches, seed)
         info.update(
@@ -76,7 +87,26 @@ def run(
             info["notes"] = notes + [
                 f"smaller than one {size}x{size} patch: used for reconstruction only"
             ]
+    if target_path is not None:
+        info["target"] = target_name or str(target_path)
     with atomic(out_npy) as tmp:
         np.save(tmp, patches)
     write_json(out_json, info, ensure_ascii=False)
     return info
+
+
+def _partner(image, name, target_path, target_name, max_megapixels):
+    """The clean partner of a damaged image, which must decode and have the same size; otherwise
+    the pair is skipped with a reason naming both files."""
+    shown = target_name or str(target_path)
+    try:
+        clean, _ = load_image(target_path, max_megapixels)
+    except UnusableImage as e:
+        raise UnusableImage(name, f"its target '{shown}' cannot be used: {e.reason}") from None
+    if clean.shape != image.shape:
+        raise UnusableImage(
+            name,
+            f"its target '{shown}' is {clean.shape[1]}x{clean.shape[0]} pixels, the image "
+            f"{image.shape[1]}x{image.shape[0]}: a pair must have one size",
+        )
+    return clean

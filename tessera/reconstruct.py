@@ -282,6 +282,7 @@ def rebuild(
     ensemble=False,
     measures=MEASURES,
     source=None,
+    target_path=None,
 ):
     """Rebuild one image file with a loaded model: decode it, give the model its input (made from
     the image as task says; the image itself without one), tile, convert to 8 bits, save the PNG
@@ -291,6 +292,8 @@ def rebuild(
     cannot be decoded."""
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given, extra = tasks.get(task).fixed(clean, task or {}, image_id)
+    if target_path is not None:  # a pair: the image is the damaged input, its target the truth
+        given, clean = clean, load_image(target_path, max_megapixels=max_megapixels)[0]
     started = time.perf_counter()
     output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
     rebuilt = to_uint8(output)
@@ -353,7 +356,10 @@ def run(
     task=None,
     max_megapixels=None,
     ensemble=False,
+    target_path=None,
 ):
+    """Rebuild one image and measure it against the truth: the image itself, or with a target
+    (task paired) the image's clean partner, the image being what the model is given."""
     model, summary = load(model_path, summary_path)
     return rebuild(
         model,
@@ -369,4 +375,5 @@ def run(
         task,
         max_megapixels,
         ensemble,
+        target_path=target_path,
     )

@@ -160,6 +160,7 @@ def _href(path, report_dir):
 KINDS = {
     "before": "before",
     "noisy input": "noisy",
+    "damaged input": "damaged",
     "after": "after",
     "difference": "diff",
     "naive tiling": "naive",
@@ -196,7 +197,10 @@ def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
         after = np.asarray(Image.open(row.rebuilt).convert("RGB"))
         given = reconstruct.model_input(before, row.image, task)
         pictures = [("before", before, None)]
-        if given is not before:
+        if row.damaged:  # a pair: the damaged image is a file of its own
+            damaged, _ = load_image(row.damaged, max_megapixels=max_megapixels)
+            pictures.append((tasks.get(task).input_caption, damaged, None))
+        elif given is not before:
             pictures.append((tasks.get(task).input_caption, given, None))
         pictures += [("after", None, Path(row.rebuilt)), ("difference", _diff(before, after), None)]
         entries.append(
@@ -339,6 +343,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
     by_id = {item["image"]: item for item in items}
     table["source"] = [by_id[i]["source"] for i in table.image]
     table["rebuilt"] = [by_id[i]["rebuilt"] for i in table.image]
+    table["damaged"] = [by_id[i].get("damaged") for i in table.image]
 
     baselines = pd.read_csv(inputs["baselines"], sep="\t")
     rows, mean = comparison(table, baselines)
@@ -370,7 +375,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         output_word=kind.output_word,
         holes=holes,
         losses=losses.to_dict("records"),
-        rows=table.drop(columns=["source", "rebuilt"]).to_dict("records"),
+        rows=table.drop(columns=["source", "rebuilt", "damaged"]).to_dict("records"),
         means=means(table, cols).to_dict("records"),
         methods=mean.to_dict("records"),
         per_image=rows.pivot_table(index=["split", "image"], columns="method", values="psnr")

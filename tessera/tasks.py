@@ -125,3 +125,4 @@ def holes_of(extra):
 
 # Each task registers itself on import; imported here so that importing tessera.tasks is enough.
 from tessera import task_reconstruct, task_denoise, task_restore  # noqa: E402, F401
+from tessera import task_paired  # noqa: E402, F401
