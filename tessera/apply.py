@@ -196,8 +196,9 @@ def apply_image(
     """Run the model on one image file as it is and write the result as a PNG of the same size
     (times the model's output scale, for a model that changes the resolution).
 
-    A denoising or restoring model gets the photo itself as its damaged input. Only a reconstructing model, whose
-    input is also the truth, is measured (PSNR, SSIM, MSE, seam ratio). Returns the record, also
+    A denoising or restoring model gets the photo itself as its damaged input. Only a
+    reconstructing model, whose input is also the truth, is measured (PSNR, SSIM, MSE, seam
+    ratio). Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
     measured = ("metrics", "seam_ratio") if tasks.get(summary["task"]).input_is_target else ()

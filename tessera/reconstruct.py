@@ -257,9 +257,7 @@ def tiled(model, image, summary, tile, margin, mode, batch_size, ensemble=False)
 
 
 def model_input(clean, image_id, task):
-    """What the model is given for an image: the image itself, or the task's damaged copy (a
-    noisy one in denoise mode) fixed by the task's seed and the image's id."""
-    return tasks.get(task).fixed(clean, task or {}, image_id)[0]
+    return tasks.model_input(clean, image_id, task)
 
 
 # What rebuild can measure of a rebuilt image against the image it was made from.

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from tessera import reconstruct, tasks
+from tessera import tasks
 from tessera.files import atomic, write_text, write_tsv
 from tessera.images import load_image
 from tessera.measure import collapsed
@@ -195,7 +195,7 @@ def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
     for row in table.itertuples():
         before, _ = load_image(row.source, max_megapixels=max_megapixels)
         after = np.asarray(Image.open(row.rebuilt).convert("RGB"))
-        given = reconstruct.model_input(before, row.image, task)
+        given = tasks.model_input(before, row.image, task)
         pictures = [("before", before, None)]
         if row.damaged:  # a pair: the damaged image is a file of its own
             damaged, _ = load_image(row.damaged, max_megapixels=max_megapixels)

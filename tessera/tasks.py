@@ -118,6 +118,12 @@ class Task:
         return rows, extra
 
 
+def model_input(clean, image_id, spec):
+    """What the model is given for an image: the image itself, or the task's damaged copy fixed
+    by the task's seed and the image's id."""
+    return get(spec).fixed(clean, spec or {}, image_id)[0]
+
+
 def holes_of(extra):
     """The mask of holes a fixed draw made (True inside), or None."""
     return extra.get("holes") if isinstance(extra, dict) else None
