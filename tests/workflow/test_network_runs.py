@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, small_photos, snakemake, tiny_config, tiny_images
-from tests.workflow.test_end_to_end import learning_failures, workflow_run
+from tests.workflow.test_end_to_end import UNTRAINED, learning_failures, workflow_run
 from tests.workflow.test_rerun import planned, rules
 
 GRID = {"model.width": [4, 8]}
@@ -138,6 +138,6 @@ def test_the_posts_other_networks_learn_and_fail_the_check_untrained(tmp_path_fa
     work, images, _ = workflow_run(tmp_path_factory, preset, **model)
     assert learning_failures(work, images) == []
     work, images, _ = workflow_run(
-        tmp_path_factory, f"{preset}-untrained", train={"learning_rate": 0}, **model
+        tmp_path_factory, f"{preset}-untrained", train=UNTRAINED, **model
     )
     assert any("validation PSNR" in f for f in learning_failures(work, images))
