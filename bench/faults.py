@@ -206,6 +206,8 @@ def damage(job):
     newest.write_bytes(newest.read_bytes()[:5])
     for older in states[:-1]:
         weights = Path(older) / "backup.weights.h5"
+        if not weights.exists():
+            continue
         data = bytearray(weights.read_bytes())
         data[len(data) // 2] ^= 0xFF
         weights.write_bytes(bytes(data))
@@ -214,7 +216,10 @@ def damage(job):
 def finish(job, rows, chain):
     """Run the job to its end; check the history, the summary and the losses."""
     proc = job.start()
-    proc.join()
+    proc.join(600)
+    if proc.is_alive():  # a run that hangs is a failure, never a wait without end
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
     log = job.log.read_text()
     rows.append({"chain": chain, "moment": "(run to the end)", "killed": False, "inside": False,
                  "began": start_of(log), "outputs": "", "rc": proc.exitcode})  # fmt: skip

@@ -253,6 +253,8 @@ def resume_state(resume_root, settings, task, *inputs, log=print):
     data, or a clean folder for this run's. A damaged backup is passed over, with one line."""
     key = resume_key({"settings": settings, "task": task}, *inputs)
     folder = Path(resume_root) / key
+    for stale in Path(resume_root).glob(".*.old.tmp"):  # what a kill left of a removal
+        shutil.rmtree(stale, ignore_errors=True)
     states = sorted(folder.glob("epoch-*"), reverse=True) if folder.is_dir() else []
     damaged = []
     for state in states:
@@ -265,7 +267,7 @@ def resume_state(resume_root, settings, task, *inputs, log=print):
     if damaged:
         log(f"warning: {'; '.join(damaged)}: training starts from scratch")
     if folder.exists():
-        shutil.rmtree(folder)
+        _remove(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return Resume(folder, 0, None, [])
 
@@ -291,7 +293,7 @@ class Backup(keras.callbacks.Callback):
         try:
             self.model.load_weights(str(self.resume.state / WEIGHTS))
         except Exception as e:
-            shutil.rmtree(self.resume.folder, ignore_errors=True)
+            _remove(self.resume.folder)
             why = " ".join(str(e).split())[:160]  # Keras lists every layer, over many lines
             raise TesseraError(
                 f"the backup {self.resume.state} does not fit this model ({why}); it is "
@@ -557,7 +559,7 @@ def train(
         wall = fit(trainer, batches, settings, callbacks, resume.after_epoch)
     except TesseraError:
         # a diverged run: nothing of it is worth resuming from
-        shutil.rmtree(resume.folder, ignore_errors=True)
+        _remove(resume.folder)
         raise
     if clock.stopped_at:
         log(f"stopped after epoch {clock.stopped_at}: the next would overrun train.max_minutes")
@@ -608,7 +610,7 @@ def train(
     # Written last: Snakemake counts the job done only with all three outputs, and until the
     # backups are gone a rerun resumes after the last epoch and writes them again.
     write_json(out_summary, summary)
-    shutil.rmtree(resume.folder, ignore_errors=True)
+    _remove(resume.folder)
     return summary
 
 
@@ -643,9 +645,21 @@ def _save_state(folder, model, rows, keep):
             raise named from e
         raise
     for old in sorted(folder.glob("epoch-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     for stale in folder.glob(".epoch-*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _remove(path):
+    """Remove a folder, renamed out of sight first: a kill during the removal leaves no half
+    backup under a name a later run would read (only a hidden leftover, removed then)."""
+    path = Path(path)
+    gone = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+    try:
+        os.replace(path, gone)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _restorable(state):

@@ -8,6 +8,8 @@
   completes; a read-only results folder stops the run in one line.
 """
 
+import json
+import subprocess
 import sys
 
 import pandas as pd
@@ -20,7 +22,20 @@ import faults  # noqa: E402
 
 
 def test_training_killed_at_any_moment_resumes_with_every_epoch_once(tmp_path):
-    rows = faults.kills(tmp_path, epochs=5)  # asserts the history and summary after each chain
+    # In a fresh interpreter: the runs are forked from the process that calls kills(), and a
+    # process whose TensorFlow has already run (as this one has, after other tests) holds locks
+    # of its threads that a forked child can wait on for ever.
+    out = tmp_path / "rows.json"
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, 'bench'); import faults; "
+        f"rows = faults.kills(Path({str(tmp_path)!r}), epochs=5); "  # asserts after each chain
+        f"Path({str(out)!r}).write_text(json.dumps(rows, default=str))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
     faults.print_kills(rows)
     table = pd.DataFrame(rows)
     killed = table[table.killed]
