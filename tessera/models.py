@@ -118,10 +118,12 @@ def _compact(width=32, latent=12, kernel=3):
 
 def _dncnn(depth=8, width=32, padding="same"):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
-    # from the input (DnCNN's residual learning); the identity is its starting point, so it never
-    # has to learn to copy the image. With valid convolutions each layer trims a pixel from every
-    # side, and the input is cropped to match before the subtraction (the blog post's "32 in, 24
-    # out" for depth 4): no output pixel is made from padding.
+    # from the input (DnCNN's residual learning). The noise layer starts at zero, so the untrained
+    # network is the identity: it never has to learn to copy the image, and it starts at the
+    # input's own score rather than below it (a random residual adds a noise of its own). With
+    # valid convolutions each layer trims a pixel from every side, and the input is cropped to
+    # match before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel
+    # is made from padding.
     from keras import Input, Model, layers
 
     x = inp = Input((None, None, 3))
@@ -130,7 +132,9 @@ def _dncnn(depth=8, width=32, padding="same"):
         x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
     # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
     # the clean image is not rounded to bfloat16's 8 bits of mantissa.
-    residual = layers.Conv2D(3, 3, padding=padding, name="noise", dtype="float32")(x)
+    residual = layers.Conv2D(
+        3, 3, padding=padding, name="noise", dtype="float32", kernel_initializer="zeros"
+    )(x)
     given = inp if padding == "same" else layers.Cropping2D(depth)(inp)
     return Model(inp, layers.Subtract(dtype="float32")([given, residual]), name="dncnn")
 
@@ -207,7 +211,7 @@ def _ffdnet(depth=8, width=64):
     x = unshuffle(inp)
     for _ in range(depth - 1):
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    x = layers.Conv2D(12, 3, padding="same", dtype="float32")(x)
+    x = layers.Conv2D(12, 3, padding="same", dtype="float32", kernel_initializer="zeros")(x)
     shuffle = layers.Conv2DTranspose(
         3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
     )
