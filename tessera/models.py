@@ -66,7 +66,51 @@ class Preset:
         return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
 
 
-def _seed():
+_HOLE_MASK = []
+
+
+def hole_mask_layer():
+    """The class of the HoleMask layer: it appends to an RGB image a fourth channel, 1 where a
+    pixel is exactly the fill colour of holes (in all three channels) and 0 elsewhere. So a network
+    is told where the holes are by the image itself, in training, reconstruction and apply alike,
+    and still takes 3 channels in (a tile, a whole image, a user's damaged photo)."""
+    if _HOLE_MASK:
+        return _HOLE_MASK[0]
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="tessera")
+    class HoleMask(keras.layers.Layer):
+        def __init__(self, fill, **kwargs):
+            super().__init__(**kwargs)
+            self.fill = int(fill)
+
+        def call(self, x):
+            # within half a level of the fill on the 0..1 scale: bfloat16 rounds 128/255 a little
+            near = ops.abs(ops.cast(x, "float32") - self.fill / 255) < 0.5 / 255
+            mask = ops.cast(ops.all(near, axis=-1, keepdims=True), x.dtype)
+            return ops.concatenate([x, mask], axis=-1)
+
+        def compute_output_shape(self, shape):
+            return (*shape[:-1], shape[-1] + 1)
+
+        def get_config(self):
+            return {**super().get_config(), "fill": self.fill}
+
+    _HOLE_MASK.append(HoleMask)
+    return HoleMask
+
+
+def _input(mask):
+    """The RGB input of a preset, and what its first layer is given: the image, or with
+    mask = a fill colour, the image and its mask of holes (4 channels)."""
+    from keras import Input
+
+    inp = Input((None, None, 3))
+    return inp, (inp if mask is None else hole_mask_layer()(mask, name="hole_mask")(inp))
+
+
+def _seed(mask=None):
     # The 32x32 network of the blog post the project grew from, layer for layer (48,579 parameters,
     # 160 of them non-trainable). Its max pooling has stride 1, so it never down-samples.
     from keras import Input, Sequential, layers
@@ -74,6 +118,7 @@ def _seed():
     return Sequential(
         [
             Input((None, None, 3)),
+            *([] if mask is None else [hole_mask_layer()(mask, name="hole_mask")]),
             layers.Conv2D(16, 4, padding="same", activation="relu"),
             layers.Conv2D(16, 2, padding="same", activation="relu"),
             layers.MaxPooling2D(2, strides=1, padding="same"),
@@ -94,10 +139,10 @@ def _seed():
     )
 
 
-def _compact(width=32, latent=12, kernel=3):
+def _compact(width=32, latent=12, kernel=3, mask=None):
     # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
     # input's values): a real bottleneck, and about five times the seed network's speed on a CPU.
-    from keras import Input, Model, layers
+    from keras import Model, layers
 
     def conv(n, strides=1):
         return layers.Conv2D(n, kernel, strides=strides, padding="same", activation="relu")
@@ -105,7 +150,7 @@ def _compact(width=32, latent=12, kernel=3):
     def up(n):
         return layers.Conv2DTranspose(n, kernel, strides=2, padding="same", activation="relu")
 
-    x = inp = Input((None, None, 3))
+    inp, x = _input(mask)
     x = conv(width)(x)
     x = conv(width, 2)(x)
     x = conv(2 * width, 2)(x)
@@ -116,7 +161,7 @@ def _compact(width=32, latent=12, kernel=3):
     return Model(inp, layers.Conv2D(3, 1)(x), name="compact")
 
 
-def _dncnn(depth=8, width=32, padding="same"):
+def _dncnn(depth=8, width=32, padding="same", mask=None):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
     # from the input (DnCNN's residual learning). The noise layer starts at zero, so the untrained
     # network is the identity: it never has to learn to copy the image, and it starts at the
@@ -124,9 +169,9 @@ def _dncnn(depth=8, width=32, padding="same"):
     # valid convolutions each layer trims a pixel from every side, and the input is cropped to
     # match before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel
     # is made from padding.
-    from keras import Input, Model, layers
+    from keras import Model, layers
 
-    x = inp = Input((None, None, 3))
+    inp, x = _input(mask)
     x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
     for _ in range(depth - 2):
         x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
@@ -139,17 +184,19 @@ def _dncnn(depth=8, width=32, padding="same"):
     return Model(inp, layers.Subtract(dtype="float32")([given, residual]), name="dncnn")
 
 
-def _unet(width=16, levels=2):
+def _unet(width=16, levels=2, output="direct", mask=None):
     # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
-    # beside the encoder's features of the same resolution, so detail skips the bottleneck.
-    from keras import Input, Model, layers
+    # beside the encoder's features of the same resolution, so detail skips the bottleneck. With
+    # output "residual" it predicts a correction that is added to its input, as dncnn does, and
+    # starts as the identity (restoration: most of the answer is the input itself).
+    from keras import Model, layers
 
     def block(x, n):
         for _ in range(2):
             x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
         return x
 
-    x = inp = Input((None, None, 3))
+    inp, x = _input(mask)
     skips = []
     for level in range(levels):
         x = block(x, width * 2**level)
@@ -159,7 +206,11 @@ def _unet(width=16, levels=2):
     for level in reversed(range(levels)):
         x = layers.UpSampling2D(2)(x)
         x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
-    return Model(inp, layers.Conv2D(3, 1)(x), name="unet")
+    if output == "direct":
+        return Model(inp, layers.Conv2D(3, 1)(x), name="unet")
+    # float32, as dncnn's noise layer, so the image is not rounded to bfloat16
+    correction = layers.Conv2D(3, 1, dtype="float32", kernel_initializer="zeros")(x)
+    return Model(inp, layers.Add(dtype="float32")([inp, correction]), name="unet")
 
 
 def _residual_block(x, n):
@@ -172,12 +223,12 @@ def _residual_block(x, n):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
-def _resnet(width=24, depth=2, latent=12):
+def _resnet(width=24, depth=2, latent=12, mask=None):
     # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
     # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
-    from keras import Input, Model, layers
+    from keras import Model, layers
 
-    x = inp = Input((None, None, 3))
+    inp, x = _input(mask)
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     for level in range(depth):
         x = layers.MaxPooling2D(2)(_residual_block(x, width * 2**level))
@@ -187,28 +238,31 @@ def _resnet(width=24, depth=2, latent=12):
     return Model(inp, layers.Conv2D(3, 1)(x), name="resnet")
 
 
-def _shuffle_kernel():
+def _shuffle_kernel(channels=3):
     # The one-hot kernel of a 2x2 pixel unshuffle: input pixel (dy, dx) of channel c goes to
-    # channel (2 * dy + dx) * 3 + c (the order of depth_to_space), so a stride-2 convolution with
-    # it is the unshuffle, and the transposed convolution with it the shuffle: plain layers, which
-    # save, load and have their reach read like any other.
-    k = np.zeros((2, 2, 3, 12), np.float32)
+    # channel (2 * dy + dx) * channels + c (the order of depth_to_space), so a stride-2
+    # convolution with it is the unshuffle, and the transposed convolution with it the shuffle:
+    # plain layers, which save, load and have their reach read like any other.
+    k = np.zeros((2, 2, channels, 4 * channels), np.float32)
     for dy in range(2):
         for dx in range(2):
-            for c in range(3):
-                k[dy, dx, c, (2 * dy + dx) * 3 + c] = 1.0
+            for c in range(channels):
+                k[dy, dx, c, (2 * dy + dx) * channels + c] = 1.0
     return k
 
 
-def _ffdnet(depth=8, width=64):
+def _ffdnet(depth=8, width=64, mask=None):
     # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked
     # as 12 channels, so each layer has a quarter of the positions; the noise estimate is shuffled
     # back to full resolution and subtracted, as in dncnn.
-    from keras import Input, Model, layers
+    from keras import Model, layers
 
-    inp = Input((None, None, 3))
-    unshuffle = layers.Conv2D(12, 2, strides=2, use_bias=False, trainable=False, name="unshuffle")
-    x = unshuffle(inp)
+    inp, x = _input(mask)
+    channels = 3 if mask is None else 4
+    unshuffle = layers.Conv2D(
+        4 * channels, 2, strides=2, use_bias=False, trainable=False, name="unshuffle"
+    )
+    x = unshuffle(x)
     for _ in range(depth - 1):
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     x = layers.Conv2D(12, 3, padding="same", dtype="float32", kernel_initializer="zeros")(x)
@@ -217,7 +271,7 @@ def _ffdnet(depth=8, width=64):
     )
     residual = shuffle(x)
     model = Model(inp, layers.Subtract(dtype="float32")([inp, residual]), name="ffdnet")
-    unshuffle.set_weights([_shuffle_kernel()])
+    unshuffle.set_weights([_shuffle_kernel(channels)])
     # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
     shuffle.set_weights([_shuffle_kernel()])
     return model
@@ -247,7 +301,11 @@ PRESETS = {
             "U-Net: the decoder concatenates the encoder's features of each resolution",
             lambda a: a["levels"],
             _unet,
-            (Arg("width", 16, 1, 256), Arg("levels", 2, 1, 5)),
+            (
+                Arg("width", 16, 1, 256),
+                Arg("levels", 2, 1, 5),
+                Arg("output", "direct", choices=("direct", "residual")),
+            ),
         ),
         Preset(
             "resnet",
@@ -281,12 +339,18 @@ def normalise(spec):
     """The model section of a config (or a preset's name) with every default filled in and every
     argument checked: {"preset": name, **arguments}, or for a network of one's own {"file",
     "function", "args", "hash"} (the hash of the file's code, comments left out), plus "init"
-    when training starts from earlier weights. Raises TesseraError naming the key."""
+    when training starts from earlier weights, and "mask" (a fill colour) when the task tells the
+    network where its holes are (tessera.task_restore). Raises TesseraError naming the key."""
     from tessera import codeversion
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
-    init = spec.pop("init", None)
+    init, mask = spec.pop("init", None), spec.pop("mask", None)
     if "file" in spec:
+        if mask is not None:
+            raise TesseraError(
+                f"model.file: {spec['file']} gets the image alone; a mask of holes goes to the "
+                "presets only (set mask: false on the holes degradation)"
+            )
         extra = sorted(set(spec) - set(_FILE_KEYS) - {"hash"})
         if extra:
             raise TesseraError(
@@ -320,6 +384,8 @@ def normalise(spec):
             value = spec.get(a.name, a.default)
             a.check(value, name)
             out[a.name] = value
+    if mask is not None:
+        out["mask"] = int(mask)
     if init is not None:
         out["init"] = str(init)
     return out
@@ -337,6 +403,8 @@ def label(spec):
         return f"{spec['file']}:{spec['function']}"
     preset = get_preset(spec["preset"])
     changed = [f"{a.name} {spec[a.name]}" for a in preset.args if spec[a.name] != a.default]
+    if "mask" in spec:
+        changed.append("told the holes")
     return spec["preset"] + (f" ({', '.join(changed)})" if changed else "")
 
 
@@ -515,7 +583,7 @@ def size_multiple(model, largest=64):
 _PER_PIXEL = {
     "InputLayer", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dense",
     "BatchNormalization", "LayerNormalization", "Dropout", "SpatialDropout2D", "GaussianNoise",
-    "GaussianDropout", "Rescaling", "Identity",
+    "GaussianDropout", "Rescaling", "Identity", "HoleMask",
 }  # fmt: skip
 _MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
 

@@ -19,7 +19,10 @@ from tessera.task_denoise import gaussian_blur, nl_means
 from tessera.task_reconstruct import jpeg as jpeg_codec
 from tessera.tasks import Task, register, rng_for
 
-HOLE_FILL = 128  # holes are mid-gray; the model is not told where they are (no mask channel)
+# Holes are mid-gray. With `mask: true` (the default) the network is told where they are: its first
+# layer marks every pixel of exactly this colour as a hole (a fourth channel, tessera.models), so
+# a user's own damaged image says where its holes are by being painted this colour there.
+HOLE_FILL = 128
 HOLE_AREA = 64 * 64  # task holes' count is per this many pixels, so it scales with the image
 
 
@@ -75,7 +78,7 @@ def noise(img, d, rng, fixed):
 
 def holes(img, d, rng, fixed):
     """Rectangles and strokes of a side (or width) drawn from d["size"] pixels, d["count"] of them
-    per 64 x 64 pixels, filled with mid-gray. Returns the mask of the holes too."""
+    per 64 x 64 pixels, filled with mid-gray (HOLE_FILL). Returns the mask of the holes too."""
     from PIL import Image, ImageDraw
 
     h, w = img.shape[:2]
@@ -184,6 +187,10 @@ class Restore(Task):
         # a batch of patches (validation): one draw after the other from the same generator
         done = [degrade(p, spec["degradations"], rng, fixed=True) for p in clean]
         return np.stack([g for g, _ in done]), [e for _, e in done]
+
+    def model_options(self, spec):
+        masked = any(d["kind"] == "holes" and d.get("mask", True) for d in spec["degradations"])
+        return {"mask": HOLE_FILL} if masked else {}
 
     def baselines(self, spec):
         table = {}

@@ -37,6 +37,8 @@ The rest of what a task says:
 - `input_caption`: the picture shown beside each image in the report and on the comparison page
   (None: the input is the image itself); `input_word` names the input in warnings and verdicts.
 - `input_is_target`: the input is the truth, so apply can measure its outputs against it.
+- `model_options(spec)`: what the task adds to the model section (a fill colour under "mask",
+  so that the network is given a mask of its holes; tessera.models).
 """
 
 import numpy as np
@@ -87,6 +89,9 @@ class Task:
     def describe(self, spec):
         """The task's settings in a few words, for the report ("" for none)."""
         return ""
+
+    def model_options(self, spec):
+        return {}
 
     def on_host(self, patches, spec, rng):
         return patches

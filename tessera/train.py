@@ -307,10 +307,13 @@ class Backup(keras.callbacks.Callback):
             _save_state(self.resume.folder, self.model, self.rows, self.KEEP)
 
 
-def model_spec(settings):
+def model_spec(settings, task=None):
     """The network to train: settings["model"] (the config's model section as the rule passes it,
-    defaults filled in), or a preset's name in settings["preset"]."""
-    return models.normalise(settings.get("model") or settings["preset"])
+    defaults filled in), or a preset's name in settings["preset"]; with what the task adds to it
+    (a mask of holes)."""
+    spec = settings.get("model") or settings["preset"]
+    spec = {"preset": spec} if isinstance(spec, str) else dict(spec)
+    return models.normalise({**spec, **tasks.get(task).model_options(task or {})})
 
 
 def _layers_of(model):
@@ -383,7 +386,7 @@ def start_from(model, path):
 def compiled_model(settings, data, task, log):
     """The network, and the model that trains it (uint8 batches in), built and compiled under the
     distribution over train.gpus devices; the network's description; the devices used."""
-    spec = model_spec(settings)
+    spec = model_spec(settings, task)
     # The starting weights come from the seed alone (or model.init), whatever devices the
     # training is spread on.
     reference = models.build(spec)
@@ -484,14 +487,14 @@ def fit(model, batches, settings, callbacks, resumed_from):
     return time.perf_counter() - started
 
 
-def _on_one_device(model, settings, used):
+def _on_one_device(model, settings, task, used):
     """A data-parallel model wants batches that split evenly over its devices: for checking and
     saving, the same weights in a model on one device."""
     if len(used) <= 1:
         return model
     if keras.config.backend() == "jax":
         keras.distribution.set_distribution(None)
-    single = models.build(model_spec(settings))
+    single = models.build(model_spec(settings, task))
     single.set_weights(model.get_weights())
     return single
 
@@ -529,7 +532,7 @@ def train(
     source, val = load_data(split_tsv, patch_files, data, settings["seed"])
     val_in, val_target = validation_pair(val, task)
 
-    spec = model_spec(settings)
+    spec = model_spec(settings, task)
     inputs = [split_tsv, *sorted(patch_files.values()), *([spec["init"]] if "init" in spec else [])]
     resume = resume_state(resume_root, {**settings, **data}, task, *inputs, log=log)
     core, trainer, info, used = compiled_model(settings, data, task, log)
@@ -565,7 +568,7 @@ def train(
         log(f"stopped after epoch {clock.stopped_at}: the next would overrun train.max_minutes")
 
     weight_copies = backend.copies(core.trainable_variables[0])
-    core = _on_one_device(core, settings, used)
+    core = _on_one_device(core, settings, task, used)
     figures, flags = quality_flags(core, in_batches(val_in, val_target), settings["loss"], task)
     for flag in flags:
         log(f"warning: {flag}")

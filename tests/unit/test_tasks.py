@@ -120,3 +120,30 @@ def test_every_stage_that_asks_the_task_hashes_every_task_module():
     for script in ("train", "reconstruct", "baselines", "report", "compare", "apply"):
         used = codeversion.modules_used(REPO / "scripts" / f"{script}.py")
         assert {"tasks", *(f"task_{k}" for k in tasks.REGISTRY)} <= set(used), script
+
+
+def test_the_network_is_told_where_the_holes_are_by_their_colour_alone():
+    from tessera import models
+
+    spec = restore("holes")
+    assert tasks.get(spec).model_options(spec) == {"mask": HOLE_FILL}
+    unmasked = {**spec, "degradations": [{**spec["degradations"][0], "mask": False}]}
+    assert tasks.get(unmasked).model_options(unmasked) == {}
+    assert tasks.get(restore("jpeg")).model_options(restore("jpeg")) == {}
+
+    image = sample("chelsea.png", (0, 0, 128, 96))
+    given, extra = tasks.get(spec).fixed(image, spec, "c.png")
+    net = models.build({"preset": "dncnn", **tasks.get(spec).model_options(spec)})
+    x = given[None].astype(np.float32) / 255
+    marked = np.asarray(net.get_layer("hole_mask")(x))[0, ..., 3]
+    # every hole, and any pixel of the image that is exactly the holes' gray, and nothing else
+    assert np.array_equal(marked == 1, (given == HOLE_FILL).all(axis=-1))
+    assert marked[extra["holes"]].all() and set(np.unique(marked)) == {0.0, 1.0}
+    # untrained, the residual network is still the identity: its noise layer starts at zero
+    np.testing.assert_array_equal(np.asarray(net(x)), x)
+    # the mask is a fourth channel in, not a wider reach
+    assert models.describe(net)["receptive_radius"] == models.describe(models.build("dncnn"))[
+        "receptive_radius"
+    ]
+    with pytest.raises(tasks.TesseraError, match="model.file: .* a mask of holes goes to the"):
+        models.normalise({"file": str(REPO / "examples" / "tiny_unet.py"), "mask": HOLE_FILL})
