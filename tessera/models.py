@@ -66,39 +66,54 @@ class Preset:
         return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
 
 
-_HOLE_MASK = []
+_MASK_LAYERS = []
 
 
-def hole_mask_layer():
-    """The class of the HoleMask layer: it appends to an RGB image a fourth channel, 1 where a
-    pixel is exactly the fill colour of holes (in all three channels) and 0 elsewhere. So a network
-    is told where the holes are by the image itself, in training, reconstruction and apply alike,
-    and still takes 3 channels in (a tile, a whole image, a user's damaged photo)."""
-    if _HOLE_MASK:
-        return _HOLE_MASK[0]
+def mask_layers():
+    """The classes of the two layers of a network told where its holes are (model.mask, a fill
+    colour). HoleMask appends to an RGB image a fourth channel: 1 where a pixel is exactly the
+    fill colour in all three channels, 0 elsewhere. KeepKnown([image, answer]) keeps the image's
+    own pixels outside the holes and the answer inside them, so only the holes are the network's
+    to fill. The image itself says where its holes are, in training, reconstruction and apply
+    alike, and the network still takes 3 channels in (a tile, a whole image, a damaged photo)."""
+    if _MASK_LAYERS:
+        return _MASK_LAYERS
     import keras
     from keras import ops
 
-    @keras.saving.register_keras_serializable(package="tessera")
-    class HoleMask(keras.layers.Layer):
+    def holes(x, fill):
+        # within half a level of the fill on the 0..1 scale: bfloat16 rounds 128/255 a little
+        near = ops.abs(ops.cast(x, "float32") - fill / 255) < 0.5 / 255
+        return ops.all(near, axis=-1, keepdims=True)
+
+    class _Fill(keras.layers.Layer):
         def __init__(self, fill, **kwargs):
             super().__init__(**kwargs)
             self.fill = int(fill)
 
+        def get_config(self):
+            return {**super().get_config(), "fill": self.fill}
+
+    @keras.saving.register_keras_serializable(package="tessera")
+    class HoleMask(_Fill):
         def call(self, x):
-            # within half a level of the fill on the 0..1 scale: bfloat16 rounds 128/255 a little
-            near = ops.abs(ops.cast(x, "float32") - self.fill / 255) < 0.5 / 255
-            mask = ops.cast(ops.all(near, axis=-1, keepdims=True), x.dtype)
-            return ops.concatenate([x, mask], axis=-1)
+            return ops.concatenate([x, ops.cast(holes(x, self.fill), x.dtype)], axis=-1)
 
         def compute_output_shape(self, shape):
             return (*shape[:-1], shape[-1] + 1)
 
-        def get_config(self):
-            return {**super().get_config(), "fill": self.fill}
+    @keras.saving.register_keras_serializable(package="tessera")
+    class KeepKnown(_Fill):
+        def call(self, inputs):
+            image, answer = inputs
+            image = ops.cast(image, answer.dtype)
+            return ops.where(holes(image, self.fill), answer, image)
 
-    _HOLE_MASK.append(HoleMask)
-    return HoleMask
+        def compute_output_shape(self, shapes):
+            return shapes[1]
+
+    _MASK_LAYERS.extend([HoleMask, KeepKnown])
+    return _MASK_LAYERS
 
 
 def _input(mask):
@@ -107,10 +122,20 @@ def _input(mask):
     from keras import Input
 
     inp = Input((None, None, 3))
-    return inp, (inp if mask is None else hole_mask_layer()(mask, name="hole_mask")(inp))
+    return inp, (inp if mask is None else mask_layers()[0](mask, name="hole_mask")(inp))
 
 
-def _seed(mask=None):
+def _model(inp, given, answer, name, mask):
+    """The preset's model; told the holes, its answer is kept inside them only (given: the input
+    cropped as the answer is)."""
+    from keras import Model
+
+    if mask is not None:
+        answer = mask_layers()[1](mask, name="keep_known", dtype="float32")([given, answer])
+    return Model(inp, answer, name=name)
+
+
+def _seed():
     # The 32x32 network of the blog post the project grew from, layer for layer (48,579 parameters,
     # 160 of them non-trainable). Its max pooling has stride 1, so it never down-samples.
     from keras import Input, Sequential, layers
@@ -118,7 +143,6 @@ def _seed(mask=None):
     return Sequential(
         [
             Input((None, None, 3)),
-            *([] if mask is None else [hole_mask_layer()(mask, name="hole_mask")]),
             layers.Conv2D(16, 4, padding="same", activation="relu"),
             layers.Conv2D(16, 2, padding="same", activation="relu"),
             layers.MaxPooling2D(2, strides=1, padding="same"),
@@ -142,7 +166,7 @@ def _seed(mask=None):
 def _compact(width=32, latent=12, kernel=3, mask=None):
     # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
     # input's values): a real bottleneck, and about five times the seed network's speed on a CPU.
-    from keras import Model, layers
+    from keras import layers
 
     def conv(n, strides=1):
         return layers.Conv2D(n, kernel, strides=strides, padding="same", activation="relu")
@@ -158,7 +182,7 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
     x = up(2 * width)(x)
     x = up(width)(x)
     x = conv(width)(x)
-    return Model(inp, layers.Conv2D(3, 1)(x), name="compact")
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "compact", mask)
 
 
 def _dncnn(depth=8, width=32, padding="same", mask=None):
@@ -169,7 +193,7 @@ def _dncnn(depth=8, width=32, padding="same", mask=None):
     # valid convolutions each layer trims a pixel from every side, and the input is cropped to
     # match before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel
     # is made from padding.
-    from keras import Model, layers
+    from keras import layers
 
     inp, x = _input(mask)
     x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
@@ -181,7 +205,7 @@ def _dncnn(depth=8, width=32, padding="same", mask=None):
         3, 3, padding=padding, name="noise", dtype="float32", kernel_initializer="zeros"
     )(x)
     given = inp if padding == "same" else layers.Cropping2D(depth)(inp)
-    return Model(inp, layers.Subtract(dtype="float32")([given, residual]), name="dncnn")
+    return _model(inp, given, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
 
 
 def _unet(width=16, levels=2, output="direct", mask=None):
@@ -189,7 +213,7 @@ def _unet(width=16, levels=2, output="direct", mask=None):
     # beside the encoder's features of the same resolution, so detail skips the bottleneck. With
     # output "residual" it predicts a correction that is added to its input, as dncnn does, and
     # starts as the identity (restoration: most of the answer is the input itself).
-    from keras import Model, layers
+    from keras import layers
 
     def block(x, n):
         for _ in range(2):
@@ -207,10 +231,10 @@ def _unet(width=16, levels=2, output="direct", mask=None):
         x = layers.UpSampling2D(2)(x)
         x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
     if output == "direct":
-        return Model(inp, layers.Conv2D(3, 1)(x), name="unet")
+        return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask)
     # float32, as dncnn's noise layer, so the image is not rounded to bfloat16
     correction = layers.Conv2D(3, 1, dtype="float32", kernel_initializer="zeros")(x)
-    return Model(inp, layers.Add(dtype="float32")([inp, correction]), name="unet")
+    return _model(inp, inp, layers.Add(dtype="float32")([inp, correction]), "unet", mask)
 
 
 def _residual_block(x, n):
@@ -226,7 +250,7 @@ def _residual_block(x, n):
 def _resnet(width=24, depth=2, latent=12, mask=None):
     # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
     # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
-    from keras import Model, layers
+    from keras import layers
 
     inp, x = _input(mask)
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
@@ -235,7 +259,7 @@ def _resnet(width=24, depth=2, latent=12, mask=None):
     x = layers.Conv2D(latent, 1, name="latent")(x)
     for level in reversed(range(depth)):
         x = _residual_block(layers.UpSampling2D(2)(x), width * 2**level)
-    return Model(inp, layers.Conv2D(3, 1)(x), name="resnet")
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "resnet", mask)
 
 
 def _shuffle_kernel(channels=3):
@@ -255,7 +279,7 @@ def _ffdnet(depth=8, width=64, mask=None):
     # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked
     # as 12 channels, so each layer has a quarter of the positions; the noise estimate is shuffled
     # back to full resolution and subtracted, as in dncnn.
-    from keras import Model, layers
+    from keras import layers
 
     inp, x = _input(mask)
     channels = 3 if mask is None else 4
@@ -270,7 +294,7 @@ def _ffdnet(depth=8, width=64, mask=None):
         3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
     )
     residual = shuffle(x)
-    model = Model(inp, layers.Subtract(dtype="float32")([inp, residual]), name="ffdnet")
+    model = _model(inp, inp, layers.Subtract(dtype="float32")([inp, residual]), "ffdnet", mask)
     unshuffle.set_weights([_shuffle_kernel(channels)])
     # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
     shuffle.set_weights([_shuffle_kernel()])
@@ -385,6 +409,11 @@ def normalise(spec):
             a.check(value, name)
             out[a.name] = value
     if mask is not None:
+        if out.get("preset") == "seed":
+            raise TesseraError(
+                "model.preset: seed is the blog post's network layer for layer and takes no "
+                "mask of holes; pick another preset, or set mask: false on the holes degradation"
+            )
         out["mask"] = int(mask)
     if init is not None:
         out["init"] = str(init)
@@ -585,7 +614,16 @@ _PER_PIXEL = {
     "BatchNormalization", "LayerNormalization", "Dropout", "SpatialDropout2D", "GaussianNoise",
     "GaussianDropout", "Rescaling", "Identity", "HoleMask",
 }  # fmt: skip
-_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+_MERGES = {
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Concatenate",
+    "KeepKnown",
+}
 
 
 @dataclass(frozen=True)

@@ -139,11 +139,17 @@ def test_the_network_is_told_where_the_holes_are_by_their_colour_alone():
     # every hole, and any pixel of the image that is exactly the holes' gray, and nothing else
     assert np.array_equal(marked == 1, (given == HOLE_FILL).all(axis=-1))
     assert marked[extra["holes"]].all() and set(np.unique(marked)) == {0.0, 1.0}
-    # untrained, the residual network is still the identity: its noise layer starts at zero
+    # untrained, the residual network is still the identity (its noise layer starts at zero)
     np.testing.assert_array_equal(np.asarray(net(x)), x)
     # the mask is a fourth channel in, not a wider reach
     assert models.describe(net)["receptive_radius"] == models.describe(models.build("dncnn"))[
         "receptive_radius"
     ]
+    # outside the holes the answer is the image's own pixels, inside them the network's
+    keep = np.asarray(net.get_layer("keep_known")([x, np.zeros_like(x)]))
+    np.testing.assert_array_equal(keep[0][marked == 0], x[0][marked == 0])
+    assert (keep[0][marked == 1] == 0).all()
+    with pytest.raises(tasks.TesseraError, match="preset: seed .* takes no mask of holes"):
+        models.normalise({"preset": "seed", "mask": HOLE_FILL})
     with pytest.raises(tasks.TesseraError, match="model.file: .* a mask of holes goes to the"):
         models.normalise({"file": str(REPO / "examples" / "tiny_unet.py"), "mask": HOLE_FILL})
