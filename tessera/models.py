@@ -67,28 +67,40 @@ class Preset:
 
 
 _MASK_LAYERS = []
+# How far the first fill of a hole reaches: FILL_STEPS rings of a hole grown in from its edge
+# (holes up to twice that wide are filled; what is left stays the fill colour), then as many
+# smoothing steps. So a network told the holes starts from a smooth guess, not from gray.
+FILL_STEPS = 8
 
 
 def mask_layers():
-    """The classes of the two layers of a network told where its holes are (model.mask, a fill
-    colour). HoleMask appends to an RGB image a fourth channel: 1 where a pixel is exactly the
-    fill colour in all three channels, 0 elsewhere. KeepKnown([image, answer]) keeps the image's
-    own pixels outside the holes and the answer inside them, so only the holes are the network's
-    to fill. The image itself says where its holes are, in training, reconstruction and apply
-    alike, and the network still takes 3 channels in (a tile, a whole image, a damaged photo)."""
+    """The classes of the three layers of a network told where its holes are (model.mask, a fill
+    colour): a hole is a pixel exactly the fill colour in all three channels, so the image itself
+    says where its holes are, in training, reconstruction and apply alike, and the network still
+    takes 3 channels in (a tile, a whole image, a damaged photo).
+
+    HoleMask: the mask of holes (1 inside, 0 outside), one channel. FillHoles: the image with each
+    hole filled from its edges, ring by ring with the mean of the known neighbours, then smoothed
+    there (harmonic, as a heat spreads); its reach is 2 * FILL_STEPS pixels. KeepKnown([image,
+    answer]): the image's own pixels outside the holes, the answer inside them, so only the holes
+    are the network's to fill. All three compute in float32, where the fill colour is exact."""
     if _MASK_LAYERS:
         return _MASK_LAYERS
     import keras
     from keras import ops
 
     def holes(x, fill):
-        # within half a level of the fill on the 0..1 scale: bfloat16 rounds 128/255 a little
         near = ops.abs(ops.cast(x, "float32") - fill / 255) < 0.5 / 255
-        return ops.all(near, axis=-1, keepdims=True)
+        return ops.cast(ops.all(near, axis=-1, keepdims=True), "float32")
+
+    def box(x):
+        # the 3 x 3 sum around each pixel, zeros beyond the edges
+        kernel = ops.ones((3, 3, x.shape[-1], 1), "float32")
+        return ops.depthwise_conv(x, kernel, 1, "same")
 
     class _Fill(keras.layers.Layer):
         def __init__(self, fill, **kwargs):
-            super().__init__(**kwargs)
+            super().__init__(**{"dtype": "float32", **kwargs})
             self.fill = int(fill)
 
         def get_config(self):
@@ -97,41 +109,66 @@ def mask_layers():
     @keras.saving.register_keras_serializable(package="tessera")
     class HoleMask(_Fill):
         def call(self, x):
-            return ops.concatenate([x, ops.cast(holes(x, self.fill), x.dtype)], axis=-1)
+            return holes(x, self.fill)
 
         def compute_output_shape(self, shape):
-            return (*shape[:-1], shape[-1] + 1)
+            return (*shape[:-1], 1)
+
+    @keras.saving.register_keras_serializable(package="tessera")
+    class FillHoles(_Fill):
+        steps = FILL_STEPS
+
+        def call(self, x):
+            x = ops.cast(x, "float32")
+            hole = holes(x, self.fill)
+            known = 1 - hole
+            x = x * known
+            for _ in range(self.steps):  # grow in from the edges
+                count = box(known)
+                mean = box(x * known) / ops.maximum(count, 1)
+                grown = hole * (1 - known) * ops.cast(count > 0, "float32")
+                x, known = x + grown * mean, known + grown
+            x = x + (1 - known) * (self.fill / 255)  # beyond the rings: the fill colour
+            area = box(ops.ones_like(hole))
+            for _ in range(self.steps):  # smooth inside the holes only
+                x = x + hole * (box(x) / area - x)
+            return x
 
     @keras.saving.register_keras_serializable(package="tessera")
     class KeepKnown(_Fill):
         def call(self, inputs):
-            image, answer = inputs
-            image = ops.cast(image, answer.dtype)
-            return ops.where(holes(image, self.fill), answer, image)
+            image, answer = (ops.cast(t, "float32") for t in inputs)
+            return ops.where(holes(image, self.fill) > 0, answer, image)
 
         def compute_output_shape(self, shapes):
             return shapes[1]
 
-    _MASK_LAYERS.extend([HoleMask, KeepKnown])
+    _MASK_LAYERS.extend([HoleMask, FillHoles, KeepKnown])
     return _MASK_LAYERS
 
 
 def _input(mask):
-    """The RGB input of a preset, and what its first layer is given: the image, or with
-    mask = a fill colour, the image and its mask of holes (4 channels)."""
-    from keras import Input
+    """The RGB input of a preset; what its first layer is given; and what a residual network
+    corrects. Without a mask the image for both; with mask = a fill colour, the image with its
+    holes filled beside their mask (4 channels), and that filled image."""
+    from keras import Input, layers
 
     inp = Input((None, None, 3))
-    return inp, (inp if mask is None else mask_layers()[0](mask, name="hole_mask")(inp))
+    if mask is None:
+        return inp, inp, inp
+    hole_mask, fill_holes, _ = mask_layers()
+    filled = fill_holes(mask, name="fill_holes")(inp)
+    both = layers.Concatenate(dtype="float32")([filled, hole_mask(mask, name="hole_mask")(inp)])
+    return inp, both, filled
 
 
-def _model(inp, given, answer, name, mask):
-    """The preset's model; told the holes, its answer is kept inside them only (given: the input
+def _model(inp, image, answer, name, mask):
+    """The preset's model; told the holes, its answer is kept inside them only (image: the input
     cropped as the answer is)."""
     from keras import Model
 
     if mask is not None:
-        answer = mask_layers()[1](mask, name="keep_known", dtype="float32")([given, answer])
+        answer = mask_layers()[2](mask, name="keep_known")([image, answer])
     return Model(inp, answer, name=name)
 
 
@@ -174,7 +211,7 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
     def up(n):
         return layers.Conv2DTranspose(n, kernel, strides=2, padding="same", activation="relu")
 
-    inp, x = _input(mask)
+    inp, x, start = _input(mask)
     x = conv(width)(x)
     x = conv(width, 2)(x)
     x = conv(2 * width, 2)(x)
@@ -195,7 +232,7 @@ def _dncnn(depth=8, width=32, padding="same", mask=None):
     # is made from padding.
     from keras import layers
 
-    inp, x = _input(mask)
+    inp, x, start = _input(mask)
     x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
     for _ in range(depth - 2):
         x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
@@ -204,8 +241,11 @@ def _dncnn(depth=8, width=32, padding="same", mask=None):
     residual = layers.Conv2D(
         3, 3, padding=padding, name="noise", dtype="float32", kernel_initializer="zeros"
     )(x)
-    given = inp if padding == "same" else layers.Cropping2D(depth)(inp)
-    return _model(inp, given, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
+    if padding == "same":
+        image, given = inp, start
+    else:
+        image, given = layers.Cropping2D(depth)(inp), layers.Cropping2D(depth)(start)
+    return _model(inp, image, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
 
 
 def _unet(width=16, levels=2, output="direct", mask=None):
@@ -220,7 +260,7 @@ def _unet(width=16, levels=2, output="direct", mask=None):
             x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
         return x
 
-    inp, x = _input(mask)
+    inp, x, start = _input(mask)
     skips = []
     for level in range(levels):
         x = block(x, width * 2**level)
@@ -234,7 +274,7 @@ def _unet(width=16, levels=2, output="direct", mask=None):
         return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask)
     # float32, as dncnn's noise layer, so the image is not rounded to bfloat16
     correction = layers.Conv2D(3, 1, dtype="float32", kernel_initializer="zeros")(x)
-    return _model(inp, inp, layers.Add(dtype="float32")([inp, correction]), "unet", mask)
+    return _model(inp, inp, layers.Add(dtype="float32")([start, correction]), "unet", mask)
 
 
 def _residual_block(x, n):
@@ -252,7 +292,7 @@ def _resnet(width=24, depth=2, latent=12, mask=None):
     # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
     from keras import layers
 
-    inp, x = _input(mask)
+    inp, x, start = _input(mask)
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     for level in range(depth):
         x = layers.MaxPooling2D(2)(_residual_block(x, width * 2**level))
@@ -281,7 +321,7 @@ def _ffdnet(depth=8, width=64, mask=None):
     # back to full resolution and subtracted, as in dncnn.
     from keras import layers
 
-    inp, x = _input(mask)
+    inp, x, start = _input(mask)
     channels = 3 if mask is None else 4
     unshuffle = layers.Conv2D(
         4 * channels, 2, strides=2, use_bias=False, trainable=False, name="unshuffle"
@@ -294,7 +334,7 @@ def _ffdnet(depth=8, width=64, mask=None):
         3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
     )
     residual = shuffle(x)
-    model = _model(inp, inp, layers.Subtract(dtype="float32")([inp, residual]), "ffdnet", mask)
+    model = _model(inp, inp, layers.Subtract(dtype="float32")([start, residual]), "ffdnet", mask)
     unshuffle.set_weights([_shuffle_kernel(channels)])
     # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
     shuffle.set_weights([_shuffle_kernel()])
@@ -679,6 +719,8 @@ def _layer_reach(layer, reach, axis):
         if c.get("dilation_rate", (1, 1))[axis] != 1 or c.get("output_padding") is not None:
             return None
         return reach.transposed(k, s, _same_before(k, s) if c["padding"] == "same" else 0)
+    if kind == "FillHoles":
+        return reach.window(2 * 2 * FILL_STEPS + 1, 1, 2 * FILL_STEPS)
     if kind == "Cropping2D":
         return reach.shifted(c["cropping"][axis][0])
     if kind == "ZeroPadding2D":
