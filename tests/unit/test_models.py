@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tessera import TesseraError, models
+from tests.conftest import with_reach
 
 
 def test_seed_preset_matches_the_blog_posts_summary_table():
@@ -30,7 +31,7 @@ def test_every_preset_is_fully_convolutional_and_declares_its_size_multiple(name
 
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_receptive_radius_is_where_an_impulse_stops_reaching(name):
-    model = models.build(name)
+    model = with_reach(models.build(name))
     r = models.receptive_radius(model)
     m = models.size_multiple(model)
     assert r > 0 and r == models.layer_radius(model) == models.probe_radius(model)
@@ -119,7 +120,7 @@ def _jittered(model, scale=1e-8):
 
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_float_noise_in_every_output_pixel_changes_neither_radius_nor_size_multiple(name):
-    model = models.build(name)
+    model = with_reach(models.build(name))
     noisy = _jittered(model)
     assert models.layer_radius(noisy) is None  # an unknown layer: the probe must measure it
     # Within 64x64 probes, so the call stays as quick as for the clean model: counting every

@@ -25,8 +25,8 @@ MARGIN_DB = 3.0
 DENOISE = {"task": {"kind": "denoise", "sigma": 25}, "model": {"preset": "dncnn"}}
 # JPEG at qualities 2 to 6: blocks that a network starts to learn to smooth in seconds of training
 # (measured: +0.25 dB over the JPEG input on the held-out photo; total-variation smoothing gains
-# 0.5). The dncnn preset does not start as the identity: untrained, its random residual puts it
-# below the input, so any margin above it is learned; 0.1 dB is far above float noise.
+# 0.5). The dncnn preset starts as the identity (its noise layer starts at zero): untrained, it
+# gives the input back, so any margin above it is learned; 0.1 dB is far above float noise.
 RESTORE = {
     "task": {"kind": "restore", "degradations": [{"kind": "jpeg", "quality": [2, 6]}]},
     "model": {"preset": "dncnn"},
