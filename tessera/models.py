@@ -5,6 +5,7 @@ declared down-sampling) at parse time without starting a deep-learning framework
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -784,6 +785,28 @@ PROBE_RTOL = 1e-5
 PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB at most
 
 
+@contextmanager
+def _zero_layers_woken(model, seed=0):
+    """Within the block, each layer whose weights are all zero has small random ones: a residual
+    network whose last layer starts at zero is the identity, whose reach no impulse shows; the
+    weights training gives it reach as its layers say. Restored afterwards."""
+    rng = np.random.default_rng([seed, 11])
+    asleep = [
+        (layer, weights)
+        for layer in model.layers
+        if layer.trainable
+        and (weights := layer.get_weights())
+        and not any(np.any(w) for w in weights)
+    ]
+    for layer, weights in asleep:
+        layer.set_weights([rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in weights])
+    try:
+        yield
+    finally:
+        for layer, weights in asleep:
+            layer.set_weights(weights)
+
+
 def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RTOL, geo=None):
     """The receptive radius measured by impulse responses: for models whose layers
     layer_radius cannot read, and as a check of it.
@@ -794,6 +817,11 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
     is in input pixels, from the impulse to the input pixels each changed output pixel stands
     for (see layer_radius), so outputs of another size or with a border measure alike.
     """
+    with _zero_layers_woken(model, seed):
+        return _probe_radius(model, trials, seed, max_side, rtol, geo)
+
+
+def _probe_radius(model, trials, seed, max_side, rtol, geo):
     geo = geo or geometry(model)
     m, b, step = geo.multiple, geo.border, 1 / geo.scale
     rng = np.random.default_rng(seed)

@@ -128,6 +128,10 @@ def check(config, mem_mb=None):
     """Cross-setting checks: raise TesseraError naming the keys and the values that would work.
     mem_mb: the memory of the rules where a run sets it (--set-resources), else MEM_MB."""
     spec = models.normalise(config["model"])
+    from tessera import tasks
+
+    # what the task adds to the network (a mask of holes) may not fit it: say so before any job
+    models.normalise({**spec, **tasks.get(config["task"]).model_options(config["task"])})
     preset = models.label(spec)
     m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]

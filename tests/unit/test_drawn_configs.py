@@ -48,6 +48,8 @@ def test_a_drawn_config_is_accepted_or_refused_in_one_line(folder, data):
         return
     from snakemake.utils import validate
 
+    # as the Snakefile reads it: a value given as text (--config key=...) parsed first
+    settings.coerce(config, SCHEMA)
     validate(config, str(SCHEMA_FILE))
     grid = config["grid"]
     names = [f"p{i}" for i in range(math.prod(len(v) for v in grid.values()))]

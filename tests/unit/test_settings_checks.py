@@ -11,6 +11,7 @@ from tessera import TesseraError, settings
 from tests.conftest import REPO
 from tests.drawn_configs import SCHEMA, SCHEMA_FILE
 
+HOLES = {"kind": "holes", "size": [2, 6], "count": [1, 2]}
 SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "config.schema.yaml")
 
 
@@ -45,6 +46,13 @@ def filled(*changes):
             "patches.size: 512 makes the train job need about 24,878 MB",
         ),
         ([("split", {"max_val_patches": 3 * 10**6})], "split.max_val_patches: 3000000 makes"),
+        (
+            [
+                ("model", {"preset": "seed"}),
+                ("task", {"kind": "restore", "degradations": [HOLES]}),
+            ],
+            "model.preset: seed is the blog post's network layer for layer and takes no mask",
+        ),
     ],
 )
 def test_a_setting_a_job_would_trip_on_is_named(changes, expected):
