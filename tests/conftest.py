@@ -29,6 +29,19 @@ TINY = {
 }
 
 
+# The training settings of the unit tests that train: the defaults less the time budget.
+TRAIN_SETTINGS = dict(
+    preset="compact",
+    optimizer="adam",
+    learning_rate=0.002,
+    loss="mse",
+    augment=True,
+    seed=0,
+    max_minutes=None,
+    threads=2,
+)
+
+
 def with_reach(model, seed=0):
     """The model with every layer whose weights are all zero given small random ones: a residual
     preset's last layer starts at zero, which makes it the identity, whose reach an impulse

@@ -7,20 +7,9 @@ import pandas as pd
 import pytest
 
 from tessera import TesseraError, train
-from tests.conftest import DATA, patch_dataset
+from tests.conftest import DATA, TRAIN_SETTINGS, patch_dataset
 
-SETTINGS = dict(
-    preset="compact",
-    epochs=4,
-    batch_size=32,
-    optimizer="adam",
-    learning_rate=0.002,
-    loss="mse",
-    augment=True,
-    seed=0,
-    max_minutes=None,
-    threads=2,
-)
+SETTINGS = {**TRAIN_SETTINGS, "epochs": 4, "batch_size": 32}
 
 
 @pytest.fixture

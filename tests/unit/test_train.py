@@ -5,20 +5,9 @@ import pandas as pd
 import pytest
 
 from tessera import backend, train
-from tests.conftest import DATA, patch_dataset, sample
+from tests.conftest import DATA, TRAIN_SETTINGS, patch_dataset, sample
 
-SETTINGS = dict(
-    preset="compact",
-    epochs=2,
-    batch_size=16,
-    optimizer="adam",
-    learning_rate=0.002,
-    loss="mse",
-    augment=True,
-    seed=0,
-    max_minutes=None,
-    threads=2,
-)
+SETTINGS = {**TRAIN_SETTINGS, "epochs": 2, "batch_size": 16}
 
 
 @pytest.fixture

@@ -112,7 +112,8 @@ def test_fine_tuning_from_another_variants_model_is_an_input_of_its_training(don
     "config, expected",
     [
         ("model={preset: unet, depth: 3}", "tessera: error: model.depth: unknown argument of "
-         "preset 'unet'; it takes: width (1..256, default 16), levels (1..5, default 2)"),
+         "preset 'unet'; it takes: width (1..256, default 16), levels (1..5, default 2), output "
+         "(direct|residual, default direct)"),
         ({"grid": {"model.width": [0]}}, "tessera: error: variants.model_width~0.model.width: 0 is not "
          "allowed for preset 'compact'; use an integer from 1 to 512 (default 32)"),
         ("model={file: nets/gone.py}", "tessera: error: model.file: nets/gone.py: no such file"),
