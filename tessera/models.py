@@ -117,21 +117,19 @@ def mask_layers():
 
     @keras.saving.register_keras_serializable(package="tessera")
     class FillHoles(_Fill):
-        steps = FILL_STEPS
-
         def call(self, x):
             x = ops.cast(x, "float32")
             hole = holes(x, self.fill)
             known = 1 - hole
             x = x * known
-            for _ in range(self.steps):  # grow in from the edges
+            for _ in range(FILL_STEPS):  # grow in from the edges
                 count = box(known)
                 mean = box(x * known) / ops.maximum(count, 1)
                 grown = hole * (1 - known) * ops.cast(count > 0, "float32")
                 x, known = x + grown * mean, known + grown
             x = x + (1 - known) * (self.fill / 255)  # beyond the rings: the fill colour
             area = box(ops.ones_like(hole))
-            for _ in range(self.steps):  # smooth inside the holes only
+            for _ in range(FILL_STEPS):  # smooth inside the holes only
                 x = x + hole * (box(x) / area - x)
             return x
 
@@ -786,7 +784,7 @@ PROBE_MAX_SIDE = 256  # probes of 256 x 256, a few at a time: a few hundred MB a
 
 
 @contextmanager
-def _zero_layers_woken(model, seed=0):
+def woken(model, seed=0):
     """Within the block, each layer whose weights are all zero has small random ones: a residual
     network whose last layer starts at zero is the identity, whose reach no impulse shows; the
     weights training gives it reach as its layers say. Restored afterwards."""
@@ -817,7 +815,7 @@ def probe_radius(model, trials=3, seed=0, max_side=PROBE_MAX_SIDE, rtol=PROBE_RT
     is in input pixels, from the impulse to the input pixels each changed output pixel stands
     for (see layer_radius), so outputs of another size or with a border measure alike.
     """
-    with _zero_layers_woken(model, seed):
+    with woken(model, seed):
         return _probe_radius(model, trials, seed, max_side, rtol, geo)
 
 

@@ -42,18 +42,6 @@ TRAIN_SETTINGS = dict(
 )
 
 
-def with_reach(model, seed=0):
-    """The model with every layer whose weights are all zero given small random ones: a residual
-    preset's last layer starts at zero, which makes it the identity, whose reach an impulse
-    cannot measure; a trained one reaches as its layers say."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if layer.trainable and weights and not any(np.any(w) for w in weights):
-            layer.set_weights([rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in weights])
-    return model
-
-
 def tiny_config(path, images, **changes):
     """Write the tiny config for an image folder to path; each change replaces keys of a section
     (or sets a top-level value)."""

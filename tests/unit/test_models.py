@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from tessera import TesseraError, models
-from tests.conftest import with_reach
 
 
 def test_seed_preset_matches_the_blog_posts_summary_table():
@@ -31,21 +30,23 @@ def test_every_preset_is_fully_convolutional_and_declares_its_size_multiple(name
 
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_receptive_radius_is_where_an_impulse_stops_reaching(name):
-    model = with_reach(models.build(name))
-    r = models.receptive_radius(model)
-    m = models.size_multiple(model)
-    assert r > 0 and r == models.layer_radius(model) == models.probe_radius(model)
-    size = 8 * m * max(1, (2 * r) // (8 * m) + 2)
-    base = np.random.default_rng(1).random((1, size, size, 3), dtype=np.float32)
-    poked = base.copy()
-    c = size // 2
-    poked[0, c, c] += 1.0
-    out = model.predict(base, verbose=0)
-    diff = np.abs(model.predict(poked, verbose=0) - out).max(axis=3)[0]
-    # changes under the probe's tolerance are the kernel library's rounding, not reach
-    ys, xs = np.nonzero(diff > models.PROBE_RTOL * np.abs(out).max())
-    # one impulse position; a strided network reaches its radius from some positions only
-    assert max(np.abs(ys - c).max(), np.abs(xs - c).max()) <= r
+    model = models.build(name)
+    # as trained: a residual preset's zero last layer given weights, so that it reaches
+    with models.woken(model):
+        r = models.receptive_radius(model)
+        m = models.size_multiple(model)
+        assert r > 0 and r == models.layer_radius(model) == models.probe_radius(model)
+        size = 8 * m * max(1, (2 * r) // (8 * m) + 2)
+        base = np.random.default_rng(1).random((1, size, size, 3), dtype=np.float32)
+        poked = base.copy()
+        c = size // 2
+        poked[0, c, c] += 1.0
+        out = model.predict(base, verbose=0)
+        diff = np.abs(model.predict(poked, verbose=0) - out).max(axis=3)[0]
+        # changes under the probe's tolerance are the kernel library's rounding, not reach
+        ys, xs = np.nonzero(diff > models.PROBE_RTOL * np.abs(out).max())
+        # one impulse position; a strided network reaches its radius from some positions only
+        assert max(np.abs(ys - c).max(), np.abs(xs - c).max()) <= r
 
 
 def _small_networks():
@@ -120,16 +121,18 @@ def _jittered(model, scale=1e-8):
 
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_float_noise_in_every_output_pixel_changes_neither_radius_nor_size_multiple(name):
-    model = with_reach(models.build(name))
-    noisy = _jittered(model)
-    assert models.layer_radius(noisy) is None  # an unknown layer: the probe must measure it
-    # Within 64x64 probes, so the call stays as quick as for the clean model: counting every
-    # change as reach would grow the probes until the limit and stop.
-    radius = models.probe_radius(noisy, max_side=64)
-    assert radius == models.receptive_radius(model) and radius == models.receptive_radius(noisy)
-    assert models.size_multiple(noisy) == models.size_multiple(model)
-    with pytest.raises(TesseraError, match=f"model 'jittered_{name}'.*64x64"):
-        models.probe_radius(noisy, max_side=64, rtol=0)  # exact comparison: what used to run
+    model = models.build(name)
+    # as trained: a residual preset's zero last layer given weights, so that it reaches
+    with models.woken(model):
+        noisy = _jittered(model)
+        assert models.layer_radius(noisy) is None  # an unknown layer: the probe must measure it
+        # Within 64x64 probes, so the call stays as quick as for the clean model: counting every
+        # change as reach would grow the probes until the limit and stop.
+        radius = models.probe_radius(noisy, max_side=64)
+        assert radius == models.receptive_radius(model) and radius == models.receptive_radius(noisy)
+        assert models.size_multiple(noisy) == models.size_multiple(model)
+        with pytest.raises(TesseraError, match=f"model 'jittered_{name}'.*64x64"):
+            models.probe_radius(noisy, max_side=64, rtol=0)  # exact comparison: what used to run
 
 
 def test_unknown_preset_names_the_key_and_the_choices():

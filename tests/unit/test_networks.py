@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tessera import TesseraError, codeversion, models, settings, train
-from tests.conftest import DATA, REPO, patch_dataset, sample, with_reach
+from tests.conftest import DATA, REPO, patch_dataset, sample
 from tests.unit.test_config_errors import CONFIG, SCHEMA, with_
 from tests.unit.test_train import SETTINGS
 
@@ -94,7 +94,7 @@ def test_ffdnets_unshuffle_and_shuffle_are_exact_and_untrainable():
     assert np.array_equal(sub[0, :, :, 3:6], x[0, 0::2, 1::2])
     assert np.array_equal(np.asarray(model.get_layer("shuffle")(sub)), x)
     assert {w.name for w in model.non_trainable_weights} == {"kernel"}
-    assert models.layer_radius(model) == models.probe_radius(with_reach(model))
+    assert models.layer_radius(model) == models.probe_radius(model)
 
 
 GOOD = """
