@@ -23,7 +23,7 @@ from tessera import backend, models  # noqa: E402
 
 def responses(model, radius, size=64, trials=3):
     """(largest change at the radius, largest change beyond it), relative to the output scale."""
-    m = models.size_multiple(model)
+    m = models.geometry(model).multiple
     c = size // 2
     base = np.random.default_rng(0).random((trials, size, size, 3), dtype=np.float32)
     out_base = np.asarray(model.predict_on_batch(base))

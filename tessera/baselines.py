@@ -17,8 +17,8 @@ from tessera.files import write_json, write_tsv
 from tessera.images import load_image
 from tessera.measure import metrics, to_uint8
 from tessera.split import read_table
-from tessera.task_denoise import DENOISERS  # noqa: F401  (the denoise task's methods)
-from tessera.task_reconstruct import JPEG_QUALITIES, jpeg  # noqa: F401
+from tessera.tasks.denoise import DENOISERS  # noqa: F401  (the denoise task's methods)
+from tessera.tasks.reconstruct import JPEG_QUALITIES, jpeg  # noqa: F401
 
 TUNE_CROP = 256  # parameters are chosen on centre crops of the training images: quick, and enough
 TUNE_IMAGES = 16  # on at most this many of them, spread over the folder, however large it is

@@ -19,16 +19,32 @@ PACKAGE = "tessera"
 _ROOT = Path(__file__).resolve().parent
 
 
+def _module_file(name):
+    """The file of tessera module `name` ("images", "models.registry", or a package such as
+    "models"), or None when the name is not a module (a function imported from one)."""
+    path = _ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_name(path.name + ".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _imported_modules(path):
-    """Names of the tessera submodules a file imports, e.g. {"models", "images"}."""
-    names = _imports_in(Path(path).read_bytes(), str(path))
-    return {name for name in names if (_ROOT / f"{name}.py").exists()}
+    """Names of the tessera modules a file imports, e.g. {"models", "models.layers", "images"};
+    a module inside a package brings the package's __init__ with it, as Python runs it."""
+    found = set()
+    for name in _imports_in(Path(path).read_bytes(), str(path)):
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            if _module_file(".".join(parts[:k])) is not None:
+                found.add(".".join(parts[:k]))
+    return found
 
 
 # Every rule's hash reads the shared modules (jobs, images, ...) again: parse each content once.
 @functools.lru_cache(maxsize=256)
 def _imports_in(source, filename):
-    """The X of every `tessera.X` a source imports, module or not."""
+    """The X.Y of every `tessera.X.Y` a source imports, module or not."""
     found = set()
     for node in ast.walk(ast.parse(source, filename=filename)):
         if isinstance(node, ast.Import):
@@ -47,7 +63,7 @@ def _imports_in(source, filename):
         for name in names:
             parts = name.split(".")
             if parts[0] == PACKAGE and len(parts) > 1:
-                found.add(parts[1])
+                found.add(".".join(parts[1:]))
     return frozenset(found)
 
 
@@ -58,7 +74,7 @@ def modules_used(script):
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(_imported_modules(_ROOT / f"{name}.py"))
+            todo.extend(_imported_modules(_module_file(name)))
     return sorted(seen)
 
 
@@ -66,9 +82,9 @@ def code_hash(script):
     """A short hash of the modules (and their templates) that a script uses."""
     h = hashlib.sha256()
     for name in modules_used(script):
-        files = [_ROOT / f"{name}.py", *sorted((_ROOT / "templates").glob(f"{name}.*"))]
+        files = [_module_file(name), *sorted((_ROOT / "templates").glob(f"{name}.*"))]
         for f in files:
-            h.update(f.name.encode() + b"\0")
+            h.update(f.relative_to(_ROOT).as_posix().encode() + b"\0")
             h.update(_digest(f.read_bytes(), f.suffix == ".py"))
     return h.hexdigest()[:12]
 

@@ -135,7 +135,7 @@ def pad(image, plan):
     return np.pad(image, widths, mode="reflect")
 
 
-def window(tile, margin=None):
+def window(tile):
     """Blend weights: a Gaussian bump over the tile (as MONAI's sliding-window inference uses),
     kept above zero so that every pixel has weight."""
     sigma = max(tile / 8, 1.0)
@@ -194,14 +194,6 @@ def self_ensemble(model, image, plan_of, batch_size=8):
         out = undo_dihedral(reconstruct(model, turned, plan_of(turned), batch_size), k)
         acc = out.copy() if acc is None else np.add(acc, out, out=acc)
     return np.divide(acc, np.float32(DIHEDRAL), out=acc)
-
-
-def whole(model, image, plan):
-    """The model run once on the whole padded canvas, cropped: what tiling must reproduce."""
-    canvas = pad(image, plan).astype(np.float32)[None] / np.float32(255)
-    out = np.asarray(model.predict_on_batch(canvas))[0]
-    (h, w), m = plan.output_shape, plan.out_start
-    return out[m : m + h, m : m + w]
 
 
 def boundaries(length, stride, count):

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from tessera import train  # noqa: E402
 from tessera import reconstruct as rec  # noqa: E402
 from tests.conftest import DATA, patch_dataset, sample  # noqa: E402
+from tests.reference import whole_image  # noqa: E402
 
 out.mkdir(parents=True, exist_ok=True)
 split_tsv, files = patch_dataset(out / "patches", max_patches=256)
@@ -45,7 +46,7 @@ model, _ = rec.load(out / "model.keras", out / "summary.json")
 image = sample("rocket.jpg", (200, 100, 301, 170))
 plan = rec.plan_for(image, summary, 32, None, "crop")
 tiled = rec.reconstruct(model, image, plan, batch_size=4)
-exact = float(np.abs(tiled - rec.whole(model, image, plan)).max())
+exact = float(np.abs(tiled - whole_image(model, image, plan)).max())
 first = float((out / "history.tsv").read_text().splitlines()[1].split("\t")[1])
 print(
     json.dumps(

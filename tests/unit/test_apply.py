@@ -15,6 +15,7 @@ from PIL import Image
 from tessera import TesseraError, apply, images, noise
 from tessera import reconstruct as rec
 from tests.conftest import REPO, sample
+from tests.reference import whole_image
 
 TILE = 32  # small tiles, so that even these small images are cut into many
 
@@ -109,7 +110,7 @@ def test_tiled_output_equals_the_model_on_the_whole_image(trained, tmp_path):
     image = sample("astronaut.png", (150, 40, 220, 141))  # 70 x 101: no side a multiple of 4
     output, plan = apply.predict(model, summary, image, tile=TILE, batch_size=3)
     assert plan.count > 4 and output.shape == image.shape
-    whole = rec.whole(model, image, plan)
+    whole = whole_image(model, image, plan)
     # The same float32 convolutions over the same pixels, but summed in another order on a tile
     # batch than on the whole canvas (other shapes pick other kernels): outputs of about 0..1
     # then differ by a few float32 steps (1e-7), far below 1e-4; a tiling bug shows as 1e-2.
@@ -170,8 +171,8 @@ def test_a_denoiser_gets_the_photo_as_it_is_and_nothing_is_measured(trained, tmp
     # level, where a 1e-6 difference can round the other way).
     written = np.asarray(Image.open(tmp_path / "out" / "noisy.png.png")).astype(int)
     plan = rec.plan_for(image, summary, TILE, None, "crop")
-    assert np.abs(written - rec.to_uint8(rec.whole(model, image, plan))).max() <= 1
-    noisy = rec.whole(model, noise.fixed(image, task, "noisy.png"), plan)
+    assert np.abs(written - rec.to_uint8(whole_image(model, image, plan))).max() <= 1
+    noisy = whole_image(model, noise.fixed(image, task, "noisy.png"), plan)
     assert np.abs(written - rec.to_uint8(noisy)).max() > 1  # the check above can see noise
 
 
@@ -341,6 +342,6 @@ def test_a_restoring_model_gets_the_damaged_photo_as_it_is_and_nothing_is_measur
     # the image is the damaged one: no JPEG is made of it first (8-bit rounding: within 1 level)
     written = np.asarray(Image.open(tmp_path / "out" / "saved.png.png")).astype(int)
     plan = rec.plan_for(image, summary, TILE, None, "crop")
-    assert np.abs(written - rec.to_uint8(rec.whole(model, image, plan))).max() <= 1
+    assert np.abs(written - rec.to_uint8(whole_image(model, image, plan))).max() <= 1
     damaged = rec.model_input(image, "saved.png", task)
-    assert np.abs(written - rec.to_uint8(rec.whole(model, damaged, plan))).max() > 1
+    assert np.abs(written - rec.to_uint8(whole_image(model, damaged, plan))).max() > 1

@@ -15,6 +15,7 @@ from tessera import TesseraError, models, train
 from tessera import reconstruct as rec
 from tessera.batches import Batches, InMemory, PairedLoss, Patches, Trainer, in_batches
 from tests.conftest import sample
+from tests.reference import whole_image
 
 
 def _stack(*stack, name):
@@ -73,9 +74,12 @@ def test_geometry_and_radius_are_read_from_the_built_model(name):
     model = build()
     geo = models.geometry(model)
     assert (geo.multiple, geo.scale, geo.border) == (multiple, scale, border)
-    assert models.size_multiple(model) == multiple
+    assert models.geometry(model).multiple == multiple
     side = 12 * multiple
-    assert model.predict(np.zeros((1, side, side, 3)), verbose=0).shape[1] == geo.output_side(side)
+    assert (
+        model.predict(np.zeros((1, side, side, 3)), verbose=0).shape[1]
+        == (side - 2 * geo.border) * geo.scale
+    )
     # in input pixels, from the layers and from impulses alike; for the valid stack its depth
     assert models.layer_radius(model) == models.probe_radius(model) == radius
     info = models.describe(model)
@@ -118,13 +122,13 @@ def test_tiling_equals_the_model_on_the_whole_image(name, mode):
     model = NETS[name][0]()
     plan = _plan(model, IMAGE, tile=32, mode=mode)
     tiled = rec.reconstruct(model, IMAGE, plan, batch_size=3)
-    whole = rec.whole(model, IMAGE, plan)
+    whole = whole_image(model, IMAGE, plan)
     scale = NETS[name][2]
     assert plan.count > 6 and tiled.shape == whole.shape
     assert tiled.shape[:2] == (-(-101 * scale // 1), -(-69 * scale // 1))
     # The same float32 convolutions over the same pixels, summed in another order on a tile
     # batch than on the whole canvas: they differ by a few float32 steps. PROBE_RTOL (1e-5 of the
-    # output's scale) sits well above that rounding (models.py quotes the figures) and far below
+    # output's scale) sits well above that rounding (tessera/models/geometry.py quotes the figures) and far below
     # what a misplaced tile gives (the whole output's own scale).
     assert np.abs(tiled - whole).max() <= models.PROBE_RTOL * np.abs(whole).max()
 
@@ -139,7 +143,7 @@ def test_a_valid_model_computes_each_output_pixel_once():
     # at a tile's edge saw only real pixels
     naive = _plan(model, IMAGE, tile=32, mode="naive")
     tiled = rec.reconstruct(model, IMAGE, naive, batch_size=4)
-    whole = rec.whole(model, IMAGE, naive)
+    whole = whole_image(model, IMAGE, naive)
     assert np.abs(tiled - whole).max() <= models.PROBE_RTOL * np.abs(whole).max()
     # a margin below the border would need output the model does not give
     with pytest.raises(TesseraError, match="reconstruct.margin: 2 is less than .* border 4"):
@@ -151,7 +155,7 @@ def test_a_larger_margin_on_a_valid_model_still_tiles_exactly():
     plan = _plan(model, IMAGE, tile=32, margin=5)
     assert plan.out_start == 2 and plan.out_stride == 22
     tiled = rec.reconstruct(model, IMAGE, plan, batch_size=4)
-    whole = rec.whole(model, IMAGE, plan)
+    whole = whole_image(model, IMAGE, plan)
     assert np.abs(tiled - whole).max() <= models.PROBE_RTOL * np.abs(whole).max()
 
 

@@ -22,7 +22,7 @@ def test_seed_preset_matches_the_blog_posts_summary_table():
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_every_preset_is_fully_convolutional_and_declares_its_size_multiple(name):
     model = models.build(name)
-    m = models.size_multiple(model)
+    m = models.geometry(model).multiple
     assert m == models.declared_size_multiple(name)
     x = np.random.default_rng(0).random((1, 5 * m * 4, 3 * m * 4, 3), dtype=np.float32)
     assert model.predict(x, verbose=0).shape == x.shape
@@ -34,7 +34,7 @@ def test_receptive_radius_is_where_an_impulse_stops_reaching(name):
     # as trained: a residual preset's zero last layer given weights, so that it reaches
     with models.woken(model):
         r = models.receptive_radius(model)
-        m = models.size_multiple(model)
+        m = models.geometry(model).multiple
         assert r > 0 and r == models.layer_radius(model) == models.probe_radius(model)
         size = 8 * m * max(1, (2 * r) // (8 * m) + 2)
         base = np.random.default_rng(1).random((1, size, size, 3), dtype=np.float32)
@@ -130,7 +130,7 @@ def test_float_noise_in_every_output_pixel_changes_neither_radius_nor_size_multi
         # change as reach would grow the probes until the limit and stop.
         radius = models.probe_radius(noisy, max_side=64)
         assert radius == models.receptive_radius(model) and radius == models.receptive_radius(noisy)
-        assert models.size_multiple(noisy) == models.size_multiple(model)
+        assert models.geometry(noisy).multiple == models.geometry(model).multiple
         with pytest.raises(TesseraError, match=f"model 'jittered_{name}'.*64x64"):
             models.probe_radius(noisy, max_side=64, rtol=0)  # exact comparison: what used to run
 
@@ -150,4 +150,4 @@ def test_size_multiple_of_a_network_with_skip_connections():
     skip = layers.Conv2D(4, 1, strides=2)(x)
     up = layers.Add()([up, skip])  # refuses sizes that do not halve twice evenly
     model = Model(inp, layers.Conv2DTranspose(3, 2, strides=2)(up))
-    assert models.size_multiple(model) == 4
+    assert models.geometry(model).multiple == 4

@@ -76,7 +76,9 @@ def test_the_new_presets_multiples_follow_their_arguments(name, multiple):
     assert models.declared_size_multiple(name) == multiple
     deeper = {"unet": {"levels": 3}, "resnet": {"depth": 3}, "ffdnet": {"depth": 4}}[name]
     model = models.build({"preset": name, **deeper})
-    assert models.size_multiple(model) == models.declared_size_multiple({"preset": name, **deeper})
+    assert models.geometry(model).multiple == models.declared_size_multiple(
+        {"preset": name, **deeper}
+    )
 
 
 def test_the_unet_concatenates_and_the_residual_network_adds_shortcuts():

@@ -4,6 +4,7 @@ import pytest
 from tessera import images, models
 from tessera import reconstruct as rec
 from tests.conftest import sample
+from tests.reference import whole_image
 
 
 @pytest.fixture(scope="module", params=sorted(models.PRESETS))
@@ -28,7 +29,7 @@ def test_crop_tiling_equals_the_model_on_the_whole_image(model, name):
     plan = rec.make_plan(*image.shape[:2], tile, margin, info["size_multiple"], "crop")
     tiled = rec.reconstruct(m, image, plan, batch_size=3)
     assert tiled.shape == image.shape
-    assert np.abs(tiled - rec.whole(m, image, plan)).max() < 1e-4
+    assert np.abs(tiled - whole_image(m, image, plan)).max() < 1e-4
 
 
 def test_naive_tiling_differs_at_tile_borders():
@@ -36,7 +37,7 @@ def test_naive_tiling_differs_at_tile_borders():
     image = IMAGES["real photo"]
     plan = rec.make_plan(*image.shape[:2], 32, 0, 1, "naive")
     tiled = rec.reconstruct(m, image, plan, batch_size=4)
-    assert np.abs(tiled - rec.whole(m, image, plan)).max() > 1e-3
+    assert np.abs(tiled - whole_image(m, image, plan)).max() > 1e-3
 
 
 def test_plan_refuses_a_margin_that_leaves_no_stride():
@@ -74,7 +75,7 @@ def test_self_ensemble_is_the_mean_over_the_eight_turns():
     single = rec.reconstruct(m, image, plan_of(image))
     ensembled = rec.self_ensemble(m, image, plan_of, batch_size=4)
     turns = [np.ascontiguousarray(images.dihedral(image, k)) for k in range(8)]
-    outs = [images.undo_dihedral(rec.whole(m, t, plan_of(t)), k) for k, t in enumerate(turns)]
+    outs = [images.undo_dihedral(whole_image(m, t, plan_of(t)), k) for k, t in enumerate(turns)]
     expected = np.mean(outs, axis=0)
     assert ensembled.shape == image.shape
     assert np.abs(ensembled - expected).max() < 1e-4

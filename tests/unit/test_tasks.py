@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from tessera import baselines, tasks
-from tessera.task_reconstruct import jpeg
-from tessera.task_restore import DEGRADATIONS, HOLE_FILL, degrade
+from tessera import TesseraError, baselines, tasks
+from tessera.tasks.reconstruct import jpeg
+from tessera.tasks.restore import DEGRADATIONS, HOLE_FILL, degrade
 from tests.conftest import REPO, sample
+from tests.reference import whole_image
 
 RANGES = {
     "jpeg": {"quality": [10, 30]},
@@ -37,7 +38,7 @@ def test_the_schema_offers_exactly_the_registered_tasks_and_degradations():
 
 
 def test_an_unknown_task_is_one_line_naming_the_key():
-    with pytest.raises(tasks.TesseraError, match="task.kind: unknown task 'nope'; choose one of"):
+    with pytest.raises(TesseraError, match="task.kind: unknown task 'nope'; choose one of"):
         tasks.get({"kind": "nope"})
     assert tasks.get(None) is tasks.REGISTRY["reconstruct"]
 
@@ -119,7 +120,7 @@ def test_every_stage_that_asks_the_task_hashes_every_task_module():
 
     for script in ("train", "reconstruct", "baselines", "report", "compare", "apply"):
         used = codeversion.modules_used(REPO / "scripts" / f"{script}.py")
-        assert {"tasks", *(f"task_{k}" for k in tasks.REGISTRY)} <= set(used), script
+        assert {"tasks", *(f"tasks.{k}" for k in tasks.REGISTRY)} <= set(used), script
 
 
 def test_the_network_is_told_where_the_holes_are_by_their_colour_alone():
@@ -143,16 +144,16 @@ def test_the_network_is_told_where_the_holes_are_by_their_colour_alone():
     keep = np.asarray(net.get_layer("keep_known")([x, np.zeros_like(x)]))
     np.testing.assert_array_equal(keep[0][marked == 0], x[0][marked == 0])
     assert (keep[0][marked == 1] == 0).all()
-    with pytest.raises(tasks.TesseraError, match="preset: seed .* takes no mask of holes"):
+    with pytest.raises(TesseraError, match="preset: seed .* takes no mask of holes"):
         models.normalise({"preset": "seed", "mask": HOLE_FILL})
-    with pytest.raises(tasks.TesseraError, match="model.file: .* a mask of holes goes to the"):
+    with pytest.raises(TesseraError, match="model.file: .* a mask of holes goes to the"):
         models.normalise({"file": str(REPO / "examples" / "tiny_unet.py"), "mask": HOLE_FILL})
 
 
 def test_a_network_told_the_holes_tiles_exactly_and_starts_from_a_smooth_fill():
     from tessera import models
     from tessera import reconstruct as rec
-    from tessera.task_restore import inpaint_biharmonic
+    from tessera.tasks.restore import inpaint_biharmonic
 
     spec = restore("holes")
     image = sample("astronaut.png", (100, 40, 260, 180))  # 160 x 140
@@ -172,7 +173,7 @@ def test_a_network_told_the_holes_tiles_exactly_and_starts_from_a_smooth_fill():
     summary = models.describe(net)
     assert summary["receptive_radius"] == 8 + 2 * models.FILL_STEPS
     plan = rec.plan_for(given, summary, 64, None, "crop")
-    tiled, whole = rec.reconstruct(net, given, plan, batch_size=4), rec.whole(net, given, plan)
+    tiled, whole = rec.reconstruct(net, given, plan, batch_size=4), whole_image(net, given, plan)
     assert plan.count > 6
     # float32 sums in another order on a tile than on the whole image; see test_geometry
     assert np.abs(tiled - whole).max() <= models.PROBE_RTOL * np.abs(whole).max()

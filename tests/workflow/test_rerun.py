@@ -304,13 +304,13 @@ def test_editing_the_report_module_reruns_only_the_report(run, edit):
 
 
 def test_editing_the_models_module_retrains_and_redoes_what_follows(run, edit):
-    edit("tessera/models.py", lambda text: text + "\nEDITED = True\n")
+    edit("tessera/models/presets.py", lambda text: text + "\nEDITED = True\n")
     jobs = plan(run.work)
     assert jobs == {("train", None): 1, **rebuilt(FIRST), ("report", None): 1}
 
 
 def test_editing_only_comments_and_blank_lines_reruns_nothing(run, edit):
-    edit("tessera/models.py", lambda text: "# A comment.\n\n" + text + "\n# Another.\n")
+    edit("tessera/models/presets.py", lambda text: "# A comment.\n\n" + text + "\n# Another.\n")
     edit("tessera/report.py", lambda text: text.replace("\n\n\n", "\n\n\n\n", 1))
     assert plan(run.work) == Counter()
 

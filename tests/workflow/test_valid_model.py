@@ -11,6 +11,7 @@ from PIL import Image
 
 from tessera import models
 from tests.conftest import snakemake, tiny_config, tiny_images
+from tests.reference import whole_image
 
 # dncnn of depth 4 with valid convolutions: 4 pixels fewer on every side, so a tile of 32 (the
 # tiny config's) gives 24 outputs
@@ -47,6 +48,6 @@ def test_a_valid_model_trains_on_patch_centres_and_tiles_32_in_24_out(tmp_path):
         # the tiles' outputs stitched are the model run on the whole image: in 8 bits, a value
         # may round the other way at the last level
         plan = rec.plan_for(image, summary, 32, None, "crop")
-        whole = rec.to_uint8(rec.whole(model, image, plan))
+        whole = rec.to_uint8(whole_image(model, image, plan))
         assert np.abs(rebuilt.astype(int) - whole).max() <= 1
         assert record["psnr"] > 0

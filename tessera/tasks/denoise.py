@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 
 from tessera import noise
-from tessera.tasks import Task, register
+from tessera.tasks.registry import Task, register
 
 
 def gaussian_blur(img, sigma, _extra):

@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 
-from tessera.tasks import Task, register
+from tessera.tasks.registry import Task, register
 
 JPEG_QUALITIES = (75, 95)
 

@@ -15,9 +15,9 @@ bits, as a damaged file on disk would be.
 
 import numpy as np
 
-from tessera.task_denoise import gaussian_blur, nl_means
-from tessera.task_reconstruct import jpeg as jpeg_codec
-from tessera.tasks import Task, register, rng_for
+from tessera.tasks.denoise import gaussian_blur, nl_means
+from tessera.tasks.reconstruct import jpeg as jpeg_codec
+from tessera.tasks.registry import Task, register, rng_for
 
 # Holes are mid-gray. With `mask: true` (the default) the network is told where they are: its first
 # layer marks every pixel of exactly this colour as a hole (a fourth channel, tessera.models), so

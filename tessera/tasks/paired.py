@@ -7,7 +7,7 @@ flips and turns as one, so the two sides stay aligned. Reconstruction and the ba
 damaged image and measure against its target; apply runs on damaged images alone.
 """
 
-from tessera.tasks import Task, register
+from tessera.tasks.registry import Task, register
 
 
 @register("paired")

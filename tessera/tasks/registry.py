@@ -1,10 +1,10 @@
 """The task registry: what the model learns, as tessera.models holds what the model is.
 
 A task is named by the config's `task.kind`. Each is a subclass of Task, defined in its own module
-`tessera/task_<kind>.py` and registered there with `@register("<kind>")`; that module is imported
-at the bottom of this file (a static import, so that tessera/codeversion.py hashes it into every
-stage that uses tasks), and the kind, with any settings of its own under `task:`, goes into
-config/config.schema.yaml. Adding a task touches those two places and nothing else: training,
+`tessera/tasks/<kind>.py` and registered there with `@register("<kind>")`; the package's
+`__init__` imports that module (a static import, so that tessera/codeversion.py hashes it into
+every stage that uses tasks; this registry never imports its members), and the kind, with any
+settings of its own under `task:`, goes into config/config.schema.yaml. Adding a task touches those two places and nothing else: training,
 validation, the baselines, reconstruction, apply, the report and the comparison page all ask the
 task through the methods below. `spec` is always the config's `task` mapping.
 
@@ -132,8 +132,3 @@ def model_input(clean, image_id, spec):
 def holes_of(extra):
     """The mask of holes a fixed draw made (True inside), or None."""
     return extra.get("holes") if isinstance(extra, dict) else None
-
-
-# Each task registers itself on import; imported here so that importing tessera.tasks is enough.
-from tessera import task_reconstruct, task_denoise, task_restore  # noqa: E402, F401
-from tessera import task_paired  # noqa: E402, F401

@@ -1,0 +1,225 @@
+"""The presets: each builder registered where it is defined, with its declared arguments.
+
+Keras is imported inside the builders, so that reading the registry starts no framework.
+"""
+
+from tessera.models import layers as layers_
+from tessera.models.registry import Arg, preset
+
+_PADDING = Arg("padding", "same", choices=("same", "valid"))
+
+
+def _input(mask):
+    """The RGB input of a preset; what its first layer is given; and what a residual network
+    corrects. Without a mask the image for both; with mask = a fill colour, the image with its
+    holes filled beside their mask (4 channels), and that filled image."""
+    from keras import Input, layers
+
+    inp = Input((None, None, 3))
+    if mask is None:
+        return inp, inp, inp
+    hole_mask, fill_holes, _ = layers_.mask_layers()
+    filled = fill_holes(mask, name="fill_holes")(inp)
+    both = layers.Concatenate(dtype="float32")([filled, hole_mask(mask, name="hole_mask")(inp)])
+    return inp, both, filled
+
+
+def _model(inp, image, answer, name, mask):
+    """The preset's model; told the holes, its answer is kept inside them only (image: the input
+    cropped as the answer is)."""
+    from keras import Model
+
+    if mask is not None:
+        answer = layers_.mask_layers()[2](mask, name="keep_known")([image, answer])
+    return Model(inp, answer, name=name)
+
+
+@preset("seed", "the blog post's 32x32 network, layer for layer")
+def _seed():
+    # The 32x32 network of the blog post the project grew from, layer for layer (48,579 parameters,
+    # 160 of them non-trainable). Its max pooling has stride 1, so it never down-samples.
+    from keras import Input, Sequential, layers
+
+    return Sequential(
+        [
+            Input((None, None, 3)),
+            layers.Conv2D(16, 4, padding="same", activation="relu"),
+            layers.Conv2D(16, 2, padding="same", activation="relu"),
+            layers.MaxPooling2D(2, strides=1, padding="same"),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.Conv2D(16, 2, padding="same", activation="relu"),
+            layers.Dropout(0.2),
+            layers.BatchNormalization(),
+            layers.Conv2DTranspose(32, 4, activation="relu"),
+            layers.Cropping2D(1),
+            layers.BatchNormalization(),
+            layers.Conv2DTranspose(32, 4, activation="relu"),
+            layers.Cropping2D(2),
+            layers.BatchNormalization(),
+            layers.Dense(512, activation="relu"),
+            layers.Dense(3),
+        ],
+        name="seed",
+    )
+
+
+@preset(
+    "compact",
+    "bottleneck autoencoder, 12-channel latent at 1/4 size (default)",
+    lambda a: 2,
+    (Arg("width", 32, 1, 512), Arg("latent", 12, 1, 512), Arg("kernel", 3, 1, 15)),
+)
+def _compact(width=32, latent=12, kernel=3, mask=None):
+    # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
+    # input's values): a real bottleneck, and about five times the seed network's speed on a CPU.
+    from keras import layers
+
+    def conv(n, strides=1):
+        return layers.Conv2D(n, kernel, strides=strides, padding="same", activation="relu")
+
+    def up(n):
+        return layers.Conv2DTranspose(n, kernel, strides=2, padding="same", activation="relu")
+
+    inp, x, _ = _input(mask)
+    x = conv(width)(x)
+    x = conv(width, 2)(x)
+    x = conv(2 * width, 2)(x)
+    x = layers.Conv2D(latent, 1, name="latent")(x)
+    x = up(2 * width)(x)
+    x = up(width)(x)
+    x = conv(width)(x)
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "compact", mask)
+
+
+@preset(
+    "dncnn",
+    "residual denoiser: 8 full-resolution layers predict the noise",
+    lambda a: 0,
+    (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING),
+)
+def _dncnn(depth=8, width=32, padding="same", mask=None):
+    # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
+    # from the input (DnCNN's residual learning). The noise layer starts at zero, so the untrained
+    # network is the identity: it never has to learn to copy the image, and it starts at the
+    # input's own score rather than below it (a random residual adds a noise of its own). With
+    # valid convolutions each layer trims a pixel from every side, and the input is cropped to
+    # match before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel
+    # is made from padding.
+    from keras import layers
+
+    inp, x, start = _input(mask)
+    x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
+    for _ in range(depth - 2):
+        x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
+    # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
+    # the clean image is not rounded to bfloat16's 8 bits of mantissa.
+    residual = layers.Conv2D(
+        3, 3, padding=padding, name="noise", dtype="float32", kernel_initializer="zeros"
+    )(x)
+    if padding == "same":
+        image, given = inp, start
+    else:
+        image, given = layers.Cropping2D(depth)(inp), layers.Cropping2D(depth)(start)
+    return _model(inp, image, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
+
+
+@preset(
+    "unet",
+    "U-Net: the decoder concatenates the encoder's features of each resolution",
+    lambda a: a["levels"],
+    (
+        Arg("width", 16, 1, 256),
+        Arg("levels", 2, 1, 5),
+        Arg("output", "direct", choices=("direct", "residual")),
+    ),
+)
+def _unet(width=16, levels=2, output="direct", mask=None):
+    # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
+    # beside the encoder's features of the same resolution, so detail skips the bottleneck. With
+    # output "residual" it predicts a correction that is added to its input, as dncnn does, and
+    # starts as the identity (restoration: most of the answer is the input itself).
+    from keras import layers
+
+    def block(x, n):
+        for _ in range(2):
+            x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+        return x
+
+    inp, x, start = _input(mask)
+    skips = []
+    for level in range(levels):
+        x = block(x, width * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = block(x, width * 2**levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D(2)(x)
+        x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
+    if output == "direct":
+        return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask)
+    # float32, as dncnn's noise layer, so the image is not rounded to bfloat16
+    correction = layers.Conv2D(3, 1, dtype="float32", kernel_initializer="zeros")(x)
+    return _model(inp, inp, layers.Add(dtype="float32")([start, correction]), "unet", mask)
+
+
+def _residual_block(x, n):
+    # two convolutions and a shortcut (a 1x1 projection where the width changes), as in ResNet
+    from keras import layers
+
+    shortcut = x if x.shape[-1] == n else layers.Conv2D(n, 1)(x)
+    y = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+    y = layers.Conv2D(n, 3, padding="same")(y)
+    return layers.Activation("relu")(layers.Add()([shortcut, y]))
+
+
+@preset(
+    "resnet",
+    "autoencoder of residual convolution + max pooling blocks down to a latent",
+    lambda a: a["depth"],
+    (Arg("width", 24, 1, 256), Arg("depth", 2, 1, 5), Arg("latent", 12, 1, 512)),
+)
+def _resnet(width=24, depth=2, latent=12, mask=None):
+    # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
+    # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
+    from keras import layers
+
+    inp, x, _ = _input(mask)
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    for level in range(depth):
+        x = layers.MaxPooling2D(2)(_residual_block(x, width * 2**level))
+    x = layers.Conv2D(latent, 1, name="latent")(x)
+    for level in reversed(range(depth)):
+        x = _residual_block(layers.UpSampling2D(2)(x), width * 2**level)
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "resnet", mask)
+
+
+@preset(
+    "ffdnet",
+    "residual denoiser on the four half-resolution sub-images (FFDNet style)",
+    lambda a: 1,
+    (Arg("depth", 8, 2, 64), Arg("width", 64, 1, 512)),
+)
+def _ffdnet(depth=8, width=64, mask=None):
+    # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked
+    # as 12 channels, so each layer has a quarter of the positions; the noise estimate is shuffled
+    # back to full resolution and subtracted, as in dncnn.
+    from keras import layers
+
+    inp, x, start = _input(mask)
+    channels = 3 if mask is None else 4
+    unshuffle = layers.Conv2D(
+        4 * channels, 2, strides=2, use_bias=False, trainable=False, name="unshuffle"
+    )
+    x = unshuffle(x)
+    for _ in range(depth - 1):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(12, 3, padding="same", dtype="float32", kernel_initializer="zeros")(x)
+    shuffle = layers.Conv2DTranspose(
+        3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
+    )
+    residual = shuffle(x)
+    model = _model(inp, inp, layers.Subtract(dtype="float32")([start, residual]), "ffdnet", mask)
+    unshuffle.set_weights([layers_.shuffle_kernel(channels)])
+    # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
+    shuffle.set_weights([layers_.shuffle_kernel()])
+    return model

@@ -1,0 +1,186 @@
+"""The preset registry: a name maps to a builder and its declared arguments, registered where the
+builder is defined (tessera/models/presets.py) with @preset; a config's model section is checked
+and normalised here before any job runs.
+
+Nothing here imports Keras, so that the Snakefile can read the registry (names and declared
+down-sampling) at parse time without starting a deep-learning framework.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tessera import TesseraError
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One declared argument of a preset: its default, and the integers or words it allows."""
+
+    name: str
+    default: object
+    low: int = None
+    high: int = None
+    choices: tuple = ()
+
+    def allowed(self):
+        if self.choices:
+            return "|".join(self.choices)
+        return f"{self.low}..{self.high}"
+
+    def check(self, value, preset):
+        ok = (
+            value in self.choices
+            if self.choices
+            else (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and self.low <= value <= self.high
+            )
+        )
+        if not ok:
+            raise TesseraError(
+                f"model.{self.name}: {value!r} is not allowed for preset '{preset}'; use "
+                + (
+                    f"one of {self.allowed()}"
+                    if self.choices
+                    else f"an integer from {self.low} to {self.high}"
+                )
+                + f" (default {self.default})"
+            )
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    # down-samplings as a function of the arguments: declared for checks before any job runs;
+    # tests compare it to the built model
+    downsamplings: Callable
+    build: Callable
+    args: tuple = ()
+
+    def arguments(self):
+        return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
+
+
+PRESETS = {}
+DEFAULT_PRESET = "compact"
+_FILE_KEYS = ("file", "function", "args")
+
+
+def preset(name, description, downsamplings=lambda a: 0, args=()):
+    """Decorator: register a builder as the preset `name`. downsamplings(arguments) says how many
+    times it halves the resolution, known before anything is built; args are its declared
+    arguments (Arg), checked by normalise."""
+
+    def add(build):
+        PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args))
+        return build
+
+    return add
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise TesseraError(
+            f"model.preset: unknown preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}"
+        )
+    return PRESETS[name]
+
+
+def normalise(spec):
+    """The model section of a config (or a preset's name) with every default filled in and every
+    argument checked: {"preset": name, **arguments}, or for a network of one's own {"file",
+    "function", "args", "hash"} (the hash of the file's code, comments left out), plus "init"
+    when training starts from earlier weights, and "mask" (a fill colour) when the task tells the
+    network where its holes are (tessera.tasks.restore). Raises TesseraError naming the key."""
+    from tessera import codeversion
+
+    spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
+    init, mask = spec.pop("init", None), spec.pop("mask", None)
+    if "file" in spec:
+        if mask is not None:
+            raise TesseraError(
+                f"model.file: {spec['file']} gets the image alone; a mask of holes goes to the "
+                "presets only (set mask: false on the holes degradation)"
+            )
+        extra = sorted(set(spec) - set(_FILE_KEYS) - {"hash"})
+        if extra:
+            raise TesseraError(
+                f"model.{extra[0]}: a model file takes only {', '.join(_FILE_KEYS)} (and init); "
+                "put the function's arguments under model.args"
+            )
+        path = Path(spec["file"])
+        if not path.is_file():
+            raise TesseraError(f"model.file: {path}: no such file")
+        args = spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise TesseraError(f"model.args: {args!r} is not a mapping of keyword arguments")
+        out = {
+            "file": str(path),
+            "function": spec.get("function") or "build",
+            "args": args,
+            "hash": codeversion.file_hash(path),
+        }
+    else:
+        name = spec.pop("preset", None) or DEFAULT_PRESET
+        preset = get_preset(name)
+        declared = {a.name: a for a in preset.args}
+        for key in spec:
+            if key not in declared:
+                takes = preset.arguments() or "no arguments"
+                raise TesseraError(
+                    f"model.{key}: unknown argument of preset '{name}'; it takes: {takes}"
+                )
+        out = {"preset": name}
+        for a in preset.args:
+            value = spec.get(a.name, a.default)
+            a.check(value, name)
+            out[a.name] = value
+    if mask is not None:
+        if out.get("preset") == "seed":
+            raise TesseraError(
+                "model.preset: seed is the blog post's network layer for layer and takes no "
+                "mask of holes; pick another preset, or set mask: false on the holes degradation"
+            )
+        out["mask"] = int(mask)
+    if init is not None:
+        out["init"] = str(init)
+    return out
+
+
+def arguments(spec):
+    """The arguments a builder is called with."""
+    return {k: v for k, v in spec.items() if k not in ("preset", "init")}
+
+
+def label(spec):
+    """A short name for the network: "compact (width 48)", or "nets/mine.py:build"."""
+    spec = normalise(spec)
+    if "file" in spec:
+        return f"{spec['file']}:{spec['function']}"
+    preset = get_preset(spec["preset"])
+    changed = [f"{a.name} {spec[a.name]}" for a in preset.args if spec[a.name] != a.default]
+    if "mask" in spec:
+        changed.append("told the holes")
+    return spec["preset"] + (f" ({', '.join(changed)})" if changed else "")
+
+
+def declared_size_multiple(spec):
+    """The size multiple known before anything is built; 1 for a model file, which the training
+    job measures and checks."""
+    spec = normalise(spec)
+    if "file" in spec:
+        return 1
+    return 2 ** get_preset(spec["preset"]).downsamplings(spec)
+
+
+def build(spec):
+    """The network a config's model section (or a preset's name) describes, as a Keras model."""
+    spec = normalise(spec) if isinstance(spec, str) or "hash" not in spec else spec
+    if "file" in spec:
+        from tessera.models.userfile import build_file
+
+        return build_file(spec)
+    return get_preset(spec["preset"]).build(**arguments(spec))
