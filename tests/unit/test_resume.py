@@ -32,8 +32,8 @@ def interrupted(dataset, monkeypatch, after):
     """Train, and stop the job as a Ctrl-C would once `after` epochs are backed up."""
     save = train._save_state
 
-    def save_then_stop(folder, model, rows, keep):
-        save(folder, model, rows, keep)
+    def save_then_stop(folder, model, rows, *args):
+        save(folder, model, rows, *args)
         if len(rows) == after:
             raise KeyboardInterrupt
 
