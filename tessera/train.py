@@ -571,6 +571,10 @@ def fit(model, batches, settings, callbacks, resumed_from):
         initial_epoch=resumed_from,
         verbose=2,
         callbacks=callbacks,
+        # Batches shuffles by (seed, epoch) already; Keras' own shuffle of the batch order draws
+        # from the global random state, which a resumed run does not share with the run it
+        # resumes: it made the resumed run's epochs see their batches in another order
+        shuffle=False,
     )
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):

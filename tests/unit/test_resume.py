@@ -154,11 +154,15 @@ def test_a_resumed_run_ends_as_a_run_never_interrupted(dataset, monkeypatch, tmp
 
 
 def test_a_resume_restores_every_weight_and_the_optimizers_state(dataset, monkeypatch):
-    import keras
-
     settings = {**SETTINGS, "epochs": 3, "ema": 0.9}
     folder = interrupted(dataset, monkeypatch, after=2, settings=settings)
-    backup = folder / "epoch-000002" / train.WEIGHTS
+    # the backup's own values, read from the file with h5py: the model's variables and the
+    # optimizer's (its step count, Adam's moments, the moving averages), each by its path
+    import h5py
+
+    with h5py.File(folder / "epoch-000002" / train.WEIGHTS, "r") as f:
+        saved = {}
+        f.visititems(lambda k, v: saved.update({k: v[()]}) if isinstance(v, h5py.Dataset) else None)
     restored = {}
     begin = train.Backup.on_train_begin
 
@@ -169,13 +173,6 @@ def test_a_resume_restores_every_weight_and_the_optimizers_state(dataset, monkey
 
     monkeypatch.setattr(train.Backup, "on_train_begin", look)
     run_training(dataset, settings)
-    # the backup's own values, read from the file with h5py: the model's variables and the
-    # optimizer's (its step count, Adam's moments, the moving averages), each by its path
-    import h5py
-
-    with h5py.File(backup, "r") as f:
-        saved = {}
-        f.visititems(lambda k, v: saved.update({k: v[()]}) if isinstance(v, h5py.Dataset) else None)
     steps = [v for k, v in saved.items() if k.startswith("optimizer") and np.ndim(v) == 0]
     assert restored["optimizer"][0] == steps[0] > 0  # a backup that loaded nothing starts at 0
     kernels = [v for k, v in saved.items() if not k.startswith("optimizer") and v.ndim == 4]
