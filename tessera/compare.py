@@ -109,6 +109,7 @@ def network(spec):
     if "file" in spec:
         args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
         text = f"{spec['file']}: {spec.get('function') or 'build'}({args})"
+        text += f", enlarges x{spec['factor']}" if spec.get("factor", 1) != 1 else ""
     else:
         # every argument, defaults too: a reader compares the cells without knowing the defaults
         args = ", ".join(f"{k} {v}" for k, v in spec.items() if k != "preset")

@@ -303,5 +303,7 @@ def test_a_network_is_one_readable_cell():
     assert (
         compare.network({**spec, "hash": "9f2c" * 16}) == "examples/tiny_unet.py: build(width=16)"
     )
+    enlarging = {**spec, "factor": 2}  # a model file of the upscale task
+    assert compare.network(enlarging) == "examples/tiny_unet.py: build(width=16), enlarges x2"
     told = {"preset": "dncnn", "depth": 8, "mask": 128, "init": "old/model.keras"}
     assert compare.network(told) == "dncnn: depth 8, told the holes, from old/model.keras"
