@@ -131,10 +131,12 @@ def check(config, mem_mb=None):
     from tessera import tasks
 
     # what the task adds to the network (a mask of holes) may not fit it: say so before any job
-    models.normalise({**spec, **tasks.get(config["task"]).model_options(config["task"])})
+    kind = tasks.get(config["task"])
+    models.normalise({**spec, **kind.model_options(config["task"])})
     preset = models.label(spec)
     m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]
+    kind.check(config["task"], size, m)
     if size % m:
         raise TesseraError(
             f"patches.size: {size} is not a multiple of {m}, the size multiple of preset '{preset}'; "

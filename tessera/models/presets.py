@@ -71,12 +71,12 @@ def _input(mask):
     return inp, both, filled
 
 
-def _model(inp, image, answer, name, mask):
-    """The preset's model; told the holes, its answer is kept inside them only (image: the input
-    cropped as the answer is)."""
+def _model(inp, image, answer, name, mask, holes_only=True):
+    """The preset's model; told the holes (and nothing else to mend), its answer is kept inside
+    them only (image: the input cropped as the answer is)."""
     from keras import Model
 
-    if mask is not None:
+    if mask is not None and holes_only:
         answer = layers_.mask_layers()[2](mask, name="keep_known")([image, answer])
     return Model(inp, answer, name=name)
 
@@ -116,7 +116,7 @@ def _seed():
     lambda a: 2,
     (Arg("width", 32, 1, 512), Arg("latent", 12, 1, 512), Arg("kernel", 3, 1, 15)),
 )
-def _compact(width=32, latent=12, kernel=3, mask=None):
+def _compact(width=32, latent=12, kernel=3, mask=None, holes_only=True):
     # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
     # input's values): a real bottleneck, and about five times the seed network's speed on a CPU.
     from keras import layers
@@ -137,7 +137,7 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
     x = up(2 * width)(x)
     x = up(width)(x)
     x = conv(width)(x)
-    return _model(inp, inp, layers.Conv2D(3, 1)(x), "compact", mask)
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "compact", mask, holes_only)
 
 
 @preset(
@@ -146,7 +146,7 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
     lambda a: 0,
     (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING, _FACTOR),
 )
-def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None):
+def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None, holes_only=True):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
     # from the input (DnCNN's residual learning); the untrained network is about the identity
     # (_head), so it starts at the input's own score rather than below it. With valid
@@ -167,8 +167,10 @@ def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None):
     else:
         image, given = layers.Cropping2D(depth)(inp), layers.Cropping2D(depth)(start)
     if factor > 1:
-        return _model(inp, image, _enlarged(given, residual, factor), "dncnn", mask)
-    return _model(inp, image, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
+        return _model(inp, image, _enlarged(given, residual, factor), "dncnn", mask, holes_only)
+    return _model(
+        inp, image, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask, holes_only
+    )
 
 
 @preset(
@@ -181,7 +183,7 @@ def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None):
         Arg("output", "direct", choices=("direct", "residual")),
     ),
 )
-def _unet(width=16, levels=2, output="direct", mask=None):
+def _unet(width=16, levels=2, output="direct", mask=None, holes_only=True):
     # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
     # beside the encoder's features of the same resolution, so detail skips the bottleneck. With
     # output "residual" it predicts a correction that is added to its input, as dncnn does, and
@@ -204,9 +206,11 @@ def _unet(width=16, levels=2, output="direct", mask=None):
         x = layers.UpSampling2D(2)(x)
         x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
     if output == "direct":
-        return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask)
+        return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask, holes_only)
     correction = _head(3, 1)(x)
-    return _model(inp, inp, layers.Add(dtype="float32")([start, correction]), "unet", mask)
+    return _model(
+        inp, inp, layers.Add(dtype="float32")([start, correction]), "unet", mask, holes_only
+    )
 
 
 def _residual_block(x, n):
@@ -225,7 +229,7 @@ def _residual_block(x, n):
     lambda a: a["depth"],
     (Arg("width", 24, 1, 256), Arg("depth", 2, 1, 5), Arg("latent", 12, 1, 512)),
 )
-def _resnet(width=24, depth=2, latent=12, mask=None):
+def _resnet(width=24, depth=2, latent=12, mask=None, holes_only=True):
     # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
     # by a 2x2 max pooling, down to a latent; the decoder mirrors it with nearest up-sampling.
     from keras import layers
@@ -237,7 +241,7 @@ def _resnet(width=24, depth=2, latent=12, mask=None):
     x = layers.Conv2D(latent, 1, name="latent")(x)
     for level in reversed(range(depth)):
         x = _residual_block(layers.UpSampling2D(2)(x), width * 2**level)
-    return _model(inp, inp, layers.Conv2D(3, 1)(x), "resnet", mask)
+    return _model(inp, inp, layers.Conv2D(3, 1)(x), "resnet", mask, holes_only)
 
 
 @preset(
@@ -246,7 +250,7 @@ def _resnet(width=24, depth=2, latent=12, mask=None):
     lambda a: 1,
     (Arg("depth", 8, 2, 64), Arg("width", 64, 1, 512)),
 )
-def _ffdnet(depth=8, width=64, mask=None):
+def _ffdnet(depth=8, width=64, mask=None, holes_only=True):
     # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked
     # as 12 channels, so each layer has a quarter of the positions; the noise estimate is shuffled
     # back to full resolution and subtracted, as in dncnn.
@@ -265,7 +269,9 @@ def _ffdnet(depth=8, width=64, mask=None):
         3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
     )
     residual = shuffle(x)
-    model = _model(inp, inp, layers.Subtract(dtype="float32")([start, residual]), "ffdnet", mask)
+    model = _model(
+        inp, inp, layers.Subtract(dtype="float32")([start, residual]), "ffdnet", mask, holes_only
+    )
     unshuffle.set_weights([layers_.shuffle_kernel(channels)])
     # a transposed convolution's kernel is (h, w, out, in): the same one-hot map, read backwards
     shuffle.set_weights([layers_.shuffle_kernel()])

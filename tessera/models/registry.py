@@ -101,6 +101,7 @@ def normalise(spec):
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
     init, mask = spec.pop("init", None), spec.pop("mask", None)
+    holes_only = spec.pop("holes_only", True)
     if "file" in spec:
         if mask is not None:
             raise TesseraError(
@@ -157,6 +158,8 @@ def normalise(spec):
                 "mask of holes; pick another preset, or set mask: false on the holes degradation"
             )
         out["mask"] = int(mask)
+        if not holes_only:  # other damage too: the network mends every pixel, not the holes alone
+            out["holes_only"] = False
     if init is not None:
         out["init"] = str(init)
     return out

@@ -37,6 +37,7 @@ The rest of what a task says:
 - `input_caption`: the picture shown beside each image in the report and on the comparison page
   (None: the input is the image itself); `input_word` names the input in warnings and verdicts.
 - `input_is_target`: the input is the truth, so apply can measure its outputs against it.
+- `check(spec, patch_size, multiple)`: settings that would fail in a job, refused before any.
 - `model_options(spec)`: what the task adds to the model section (a fill colour under "mask",
   so that the network is given a mask of its holes; a "factor" for a network that enlarges;
   tessera.models).
@@ -103,6 +104,10 @@ class Task:
 
     def model_options(self, spec):
         return {}
+
+    def check(self, spec, patch_size, multiple):
+        """Raise TesseraError, naming the key, for settings of this task that would fail in a
+        job (patch_size: patches.size; multiple: the network's declared size multiple)."""
 
     def scale(self, spec):
         return 1

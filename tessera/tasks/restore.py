@@ -171,7 +171,9 @@ class Restore(Task):
 
     def describe(self, spec):
         def one(d):
-            ranges = ", ".join(f"{k} {v[0]}-{v[1]}" for k, v in d.items() if k != "kind")
+            ranges = ", ".join(
+                f"{k} {v[0]}-{v[1]}" for k, v in d.items() if isinstance(v, (list, tuple))
+            )
             return f"{d['kind']} {ranges}".strip()
 
         return ", then ".join(one(d) for d in spec["degradations"])
@@ -188,15 +190,36 @@ class Restore(Task):
         done = [degrade(p, spec["degradations"], rng, fixed=True) for p in clean]
         return np.stack([g for g, _ in done]), [e for _, e in done]
 
+    def check(self, spec, patch_size, multiple):
+        from tessera import TesseraError
+
+        chain = spec["degradations"]
+        for i, d in enumerate(chain):
+            later = [e["kind"] for e in chain[i + 1 :] if e["kind"] != "holes"]
+            if d["kind"] == "holes" and d.get("mask", True) and later:
+                raise TesseraError(
+                    f"task.degradations[{i}]: holes the network is told of (mask: true) must come "
+                    f"after every other damage: {', '.join(later)} after them would change their "
+                    "gray, and the network could not find them; move the holes last, or set "
+                    "mask: false"
+                )
+
     def model_options(self, spec):
-        masked = any(d["kind"] == "holes" and d.get("mask", True) for d in spec["degradations"])
-        return {"mask": HOLE_FILL} if masked else {}
+        chain = spec["degradations"]
+        masked = any(d["kind"] == "holes" and d.get("mask", True) for d in chain)
+        if not masked:
+            return {}
+        # with other damage the network restores every pixel; holes alone, only the holes
+        if any(d["kind"] != "holes" for d in chain):
+            return {"mask": HOLE_FILL, "holes_only": False}
+        return {"mask": HOLE_FILL}
 
     def loss_weights(self, given, spec):
-        """Told the holes, the network changes them alone: the loss is their mean, not the
-        mean over every pixel, of which they are a few percent (averaged over all, the error
-        the network can act on is lost in the rest, and Adam's steps with it)."""
-        if not self.model_options(spec):
+        """Told the holes and given nothing else to mend, the network changes them alone: the
+        loss is their mean, not the mean over every pixel, of which they are a few percent
+        (averaged over all, the error the network can act on is lost in the rest, and Adam's
+        steps with it)."""
+        if self.model_options(spec) != {"mask": HOLE_FILL}:
             return None
         from keras import ops
 

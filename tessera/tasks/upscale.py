@@ -66,6 +66,18 @@ class Upscale(Task):
     def scale(self, spec):
         return spec["factor"]
 
+    def check(self, spec, patch_size, multiple):
+        from tessera import TesseraError
+
+        step = spec["factor"] * multiple
+        if patch_size % step:
+            raise TesseraError(
+                f"patches.size: {patch_size} is not a multiple of {step}: task.factor "
+                f"{spec['factor']} shrinks each patch to the network's input, whose sides must be "
+                f"multiples of {multiple}; use {patch_size - patch_size % step or step} or "
+                f"{patch_size + step - patch_size % step}"
+            )
+
     def on_host(self, patches, spec, rng):
         f = spec["factor"]
         small = np.stack([shrink(p, f) for p in patches])

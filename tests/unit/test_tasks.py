@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tessera import TesseraError, baselines, tasks
+from tessera import TesseraError, baselines, models, tasks
 from tessera.tasks.reconstruct import jpeg
 from tessera.tasks.restore import DEGRADATIONS, HOLE_FILL, degrade
 from tests.conftest import REPO, sample
@@ -178,3 +178,41 @@ def test_a_network_told_the_holes_tiles_exactly_and_starts_from_a_smooth_fill():
     # float32 sums in another order on a tile than on the whole image; see test_geometry
     assert np.abs(tiled - whole).max() <= models.PROBE_RTOL * np.abs(whole).max()
     assert np.array_equal(rec.to_uint8(whole)[~holes], given[~holes])  # only holes are changed
+
+
+def test_a_degradations_switches_are_left_out_of_its_words():
+    spec = {"degradations": [{"kind": "holes", "size": [2, 6], "count": [1, 2], "mask": True}]}
+    assert tasks.get({"kind": "restore"}).describe(spec) == "holes size 2-6, count 1-2"
+
+
+HOLES = {"kind": "holes", "size": [2, 6], "count": [1, 2]}
+NOISE = {"kind": "noise", "sigma": [5, 20]}
+
+
+def network_for(chain):
+    from tessera import train
+
+    task = {"kind": "restore", "degradations": chain, "seed": 0}
+    spec = train.model_spec({"model": {"preset": "dncnn", "depth": 3, "width": 8}}, task)
+    return {layer.name for layer in models.build(spec).layers}
+
+
+def test_holes_after_other_damage_are_told_to_a_network_that_mends_every_pixel():
+    # told the holes, a network keeps the image's own pixels outside them only when there is
+    # nothing else to mend: with noise too, the noise outside the holes is its to remove
+    assert {"hole_mask", "fill_holes", "keep_known"} <= network_for([HOLES])
+    mends_all = network_for([NOISE, HOLES])
+    assert {"hole_mask", "fill_holes"} <= mends_all and "keep_known" not in mends_all
+
+
+def test_holes_before_other_damage_are_refused_before_any_job():
+    config = {
+        "model": {"preset": "dncnn"},
+        "task": {"kind": "restore", "degradations": [HOLES, NOISE]},
+        "patches": {"size": 32},
+    }
+    kind = tasks.get(config["task"])
+    with pytest.raises(TesseraError, match=r"task.degradations\[0\]: holes .* must come after"):
+        kind.check(config["task"], 32, 1)
+    # as mask: false, the network finds them itself, wherever they are in the chain
+    kind.check({**config["task"], "degradations": [{**HOLES, "mask": False}, NOISE]}, 32, 1)

@@ -14,6 +14,8 @@ from tests.drawn_configs import configs, write
 from tests.workflow.test_real_folders import one_error_line
 
 SALT = {"kind": "denoise", "noise": "salt_pepper", "rate": 0}
+HOLES = {"kind": "holes", "size": [2, 6], "count": [1, 2]}
+NOISE = {"kind": "noise", "sigma": [5, 20]}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,18 @@ def dry_run(work, folder, *args, **changes):
         (
             {"variants": {"v": {"train": {"batch_size": 30, "gpus": 4}}}},
             "variants.v.train.batch_size: 30 is not a multiple of train.gpus (4)",
+        ),
+        (
+            {"task": {"kind": "restore", "degradations": [HOLES, NOISE]}},
+            "task.degradations[0]: holes the network is told of (mask: true) must come after",
+        ),
+        (
+            {"task": {"kind": "upscale", "factor": 3}, "model": {"preset": "dncnn"}},
+            "patches.size: 16 is not a multiple of 3: task.factor 3 shrinks",
+        ),
+        (
+            {"task": {"kind": "upscale"}},
+            "model.preset: compact cannot enlarge an image (task.kind upscale); use dncnn",
         ),
     ],
 )

@@ -1,0 +1,129 @@
+"""What more buys: config/upscale.yaml and config/jpeg.yaml trained for longer and on more photos,
+each scored on the same held-out photos against the best classical method for its task.
+
+    python bench/learning_curve.py [--configs upscale jpeg] [--minutes 2.5 5 10 20]
+                                   [--out DIR] [--png docs/learning_curve.png]
+
+Two folders: the seven sample photos (resources/sample_images), and those with the six of
+resources/more_photos (every photograph and texture of scikit-image's data whose licence it
+documents). Each (config, folder) runs as one Snakemake workflow whose variants are the budgets,
+under DIR (default bench/out/learning). Every figure is the mean over the photos held out in both
+folders (the split is by a hash of each name, so the sample photos keep their side): the
+network's PSNR minus the best classical method's. Prints the table, writes it as learning.tsv
+beside the runs, and plots gain against minutes, one line per folder, to --png.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.recipe import scores  # noqa: E402
+from tessera.images import discover  # noqa: E402
+
+SAMPLES = REPO / "resources" / "sample_images"
+MORE = REPO / "resources" / "more_photos"
+
+
+def larger_folder(out):
+    """The sample photos and the more photos in one folder (copies: discovery reads files)."""
+    folder = out / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in (SAMPLES, MORE):
+        for path in source.iterdir():
+            if path.suffix.lower() in (".png", ".jpg") and not (folder / path.name).exists():
+                shutil.copy2(path, folder / path.name)
+    return folder
+
+
+def run(config, folder, label, minutes, out):
+    ready = REPO / "config" / f"{config}.yaml"
+    where = out / f"{config}-{label}"
+    variants = {f"{m:g}min": {"train": {"max_minutes": m}} for m in minutes}
+    extra = where / "variants.yaml"
+    where.mkdir(parents=True, exist_ok=True)
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "images": str(folder),
+                "results": str(where / "results"),
+                "logs": str(where / "logs"),
+                "variants": variants,
+            }
+        )
+    )
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "-q", "--configfile"]
+    subprocess.run([*cmd, str(ready), str(extra)], cwd=REPO, check=True)
+    return where / "results", variants
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", default=["upscale", "jpeg"])
+    ap.add_argument("--minutes", nargs="+", type=float, default=[2.5, 5, 10, 20])
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "learning")
+    ap.add_argument("--png", type=Path, default=REPO / "docs" / "learning_curve.png")
+    args = ap.parse_args()
+    out = args.out.resolve()
+    folders = {"samples": SAMPLES, "more": larger_folder(out)}
+    rows = []
+    for config in args.configs:
+        held_out = None
+        for label, folder in folders.items():
+            results, variants = run(config, folder, label, args.minutes, out)
+            for name, change in variants.items():
+                s = scores(results, name, keep=held_out)
+                held_out = held_out or s["images"]
+                rows.append(
+                    {
+                        "config": config,
+                        "photos": len(discover(folder)[0]),
+                        "train photos": s["train images"],
+                        "minutes": change["train"]["max_minutes"],
+                        "epochs": s["epochs"],
+                        "psnr": s["psnr"],
+                        "best classical": s["best classical"],
+                        "gain": s["psnr"] - s["classical psnr"],
+                    }
+                )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "learning.tsv", sep="\t", index=False)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    plot(table, args.png)
+
+
+def plot(table, png):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(table.config))
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 3.6), dpi=100)
+    for ax, config in zip(list(axes) if len(configs) > 1 else [axes], configs):
+        part = table[table.config == config]
+        for photos, line in part.groupby("photos"):
+            ax.plot(line.minutes, line.gain, marker="o", label=f"{photos} photos")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(part.minutes)), [f"{m:g}" for m in sorted(set(part.minutes))])
+        ax.set_xlabel("training budget (minutes, 2-core CPU)")
+        ax.set_ylabel("dB over the best classical method")
+        ax.set_title(f"config/{config}.yaml")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main()
