@@ -106,6 +106,7 @@ def network(spec):
     model file "examples/tiny_unet.py: build(width=16)", with where its weights started."""
     spec = dict(spec or {})
     init, mask = spec.pop("init", None), spec.pop("mask", None)
+    holes_only = spec.pop("holes_only", True)
     if "file" in spec:
         args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
         text = f"{spec['file']}: {spec.get('function') or 'build'}({args})"
@@ -115,7 +116,7 @@ def network(spec):
         args = ", ".join(f"{k} {v}" for k, v in spec.items() if k != "preset")
         text = f"{spec.get('preset', '(not set)')}{': ' + args if args else ''}"
     if mask is not None:
-        text += ", told the holes"
+        text += ", told the holes" + ("" if holes_only else ", mends every pixel")
     if init:
         text += f", from {init}"
     return text

@@ -307,3 +307,5 @@ def test_a_network_is_one_readable_cell():
     assert compare.network(enlarging) == "examples/tiny_unet.py: build(width=16), enlarges x2"
     told = {"preset": "dncnn", "depth": 8, "mask": 128, "init": "old/model.keras"}
     assert compare.network(told) == "dncnn: depth 8, told the holes, from old/model.keras"
+    among = {"preset": "dncnn", "depth": 8, "mask": 128, "holes_only": False}  # holes and noise
+    assert compare.network(among) == "dncnn: depth 8, told the holes, mends every pixel"
