@@ -101,13 +101,36 @@ def scores(table, baselines):
     return out
 
 
-def compare_table(names, flats, keys, scored, summaries, best):
-    """compare.tsv: one row per variant, its differing settings, scores, training figures, flags."""
+def network(spec):
+    """A variant's network in a few words: "compact: width 16, latent 12, kernel 3", or for a
+    model file "examples/tiny_unet.py: build(width=16)", with where its weights started."""
+    spec = dict(spec or {})
+    init, mask = spec.pop("init", None), spec.pop("mask", None)
+    holes_only = spec.pop("holes_only", True)
+    if "file" in spec:
+        args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
+        text = f"{spec['file']}: {spec.get('function') or 'build'}({args})"
+        text += f", enlarges x{spec['factor']}" if spec.get("factor", 1) != 1 else ""
+    else:
+        # every argument, defaults too: a reader compares the cells without knowing the defaults
+        args = ", ".join(f"{k} {v}" for k, v in spec.items() if k != "preset")
+        text = f"{spec.get('preset', '(not set)')}{': ' + args if args else ''}"
+    if mask is not None:
+        text += ", told the holes" + ("" if holes_only else ", mends every pixel")
+    if init:
+        text += f", from {init}"
+    return text
+
+
+def compare_table(names, flats, keys, scored, summaries, best, networks):
+    """compare.tsv: one row per variant, its network, differing settings, scores, training figures
+    and flags."""
     rows = []
-    for name, flat, score, summary in zip(names, flats, scored, summaries):
+    for name, flat, score, summary, net in zip(names, flats, scored, summaries, networks):
         rows.append(
             {
                 "variant": name,
+                "network": net,
                 **{k: flat.get(k) for k in keys},
                 "val_psnr": score["val_psnr"],
                 "val_ssim": score["val_ssim"],
@@ -120,7 +143,7 @@ def compare_table(names, flats, keys, scored, summaries, best):
                 "best": name == best,
             }
         )
-    return pd.DataFrame(rows, columns=["variant", *keys, *SCORES, "flags", "best"])
+    return pd.DataFrame(rows, columns=["variant", "network", *keys, *SCORES, "flags", "best"])
 
 
 def plot_losses(histories, out_png):
@@ -255,19 +278,27 @@ def build(variants, out_dir, crop=128):
     tables = [pd.read_csv(v["metrics"], sep="\t") for v in variants]
     scored = [scores(t, pd.read_csv(v["baselines"], sep="\t")) for t, v in zip(tables, variants)]
     best = best_variant({n: s["val_psnr"] for n, s in zip(names, scored)})
-    table = compare_table(names, flats, keys, scored, summaries, best)
+    networks = [network(v["settings"].get("model")) for v in variants]
+    table = compare_table(names, flats, keys, scored, summaries, best, networks)
     write_tsv(table, out / "compare.tsv")
     plot_losses(
         {n: report.loss_table(v["history"]) for n, v in zip(names, variants)}, out / "loss.png"
     )
 
     shown, pictures = crop_section(variants, tables, crop, out)
+    others = [k for k in keys if not k.startswith("model.")]
     page = template().render(
         names=names,
-        keys=keys,
         breakable=breakable,
+        # the network has its own cell; the page's table names the other settings that differ
+        others=others,
         rows=[
-            {**row, "shown": {k: _shown(f, k) for k in keys}, **s, "heads": flag_heads(m["flags"])}
+            {
+                **row,
+                "shown": {k: _shown(f, k) for k in others},
+                **s,
+                "heads": flag_heads(m["flags"]),
+            }
             for row, f, s, m in zip(table.to_dict("records"), flats, scored, summaries)
         ],
         best=best,

@@ -169,7 +169,7 @@ def test_only_the_differing_settings_become_columns(three):
     variants, page = three
     table = pd.read_csv(page.parent / "compare.tsv", sep="\t")
     assert list(table.variant) == ["slow", "base", "dncnn"]
-    assert list(table.columns) == ["variant", "model.preset", "train.learning_rate"] + [
+    assert list(table.columns) == ["variant", "network", "model.preset", "train.learning_rate"] + [
         *compare.SCORES,
         "flags",
         "best",
@@ -178,7 +178,7 @@ def test_only_the_differing_settings_become_columns(three):
     assert table["flags"].fillna("").tolist() == ["", "collapsed: the output is flat", ""]
     text = _text(page)
     assert "Warning (base): collapsed: the output is flat" in text
-    assert "<details>" in text and "patches.size" in text  # every setting, below the table
+    assert "<details>" in text and "patches.<wbr>size" in text  # every setting, below the table
 
 
 def test_the_least_blurred_variant_is_the_only_best(three):
@@ -290,3 +290,22 @@ def test_the_best_variant_is_the_first_highest_score():
     assert compare.best_variant({"a": 30.0, "b": 31.0, "c": float("nan")}) == "b"
     assert compare.best_variant({"a": 31.0, "b": 31.0}) == "a"
     assert compare.best_variant({"a": float("nan")}) is None
+
+
+def test_a_network_is_one_readable_cell():
+    from tessera import models
+
+    assert compare.network(models.normalise({"preset": "compact", "width": 16})) == (
+        "compact: width 16, latent 12, kernel 3"
+    )
+    assert compare.network({"preset": "seed"}) == "seed"
+    spec = {"file": "examples/tiny_unet.py", "function": "build", "args": {"width": 16}}
+    assert (
+        compare.network({**spec, "hash": "9f2c" * 16}) == "examples/tiny_unet.py: build(width=16)"
+    )
+    enlarging = {**spec, "factor": 2}  # a model file of the upscale task
+    assert compare.network(enlarging) == "examples/tiny_unet.py: build(width=16), enlarges x2"
+    told = {"preset": "dncnn", "depth": 8, "mask": 128, "init": "old/model.keras"}
+    assert compare.network(told) == "dncnn: depth 8, told the holes, from old/model.keras"
+    among = {"preset": "dncnn", "depth": 8, "mask": 128, "holes_only": False}  # holes and noise
+    assert compare.network(among) == "dncnn: depth 8, told the holes, mends every pixel"

@@ -1,13 +1,16 @@
-"""The comparison page as a user sees it at 1400 pixels: the variants table fits the page and no
-row is drawn many lines tall, with the long flags and grid names of real runs."""
+"""The comparison page as a user sees it at 1400 pixels, for the variants of config/networks.yaml
+(five networks, one a model file with its hash) with the long flags and grid names of real runs:
+the scores come first, each network is one cell, and nothing scrolls sideways."""
 
+import json
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from tessera import compare
+from tessera import compare, models
+from tests.conftest import REPO
 from tests.unit.test_compare import make_variant
 
 FLAGS = [
@@ -16,47 +19,86 @@ FLAGS = [
     "no better than predicting each patch's own mean colour (validation loss 0.06181 vs "
     "0.04512); train longer or pick another preset",
 ]
-GRID_NAME = "train_learning_rate~0.004_reconstruct_mode~blend"
+GRID_NAME = "train_learning_rate~0.004_reconstruct_tile~64"
+# config/networks.yaml's variants, normalised as the workflow hands them to the page
+NETWORKS = {
+    "compact-w16": {"preset": "compact", "width": 16},
+    "compact-w48": {"preset": "compact", "width": 48},
+    "unet": {"preset": "unet", "width": 16, "levels": 2},
+    "resnet": {"preset": "resnet", "width": 24, "depth": 2},
+    "tiny-unet": {"file": str(REPO / "examples" / "tiny_unet.py"), "args": {"width": 16}},
+}
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("layout")
-    seed = {"model": {"preset": "seed"}, "train": {"batch_size": 160, "optimizer": "rmsprop"}}
     variants = [
-        make_variant(root, "compact", 0.6),
-        make_variant(root, "compact-lr5e-3", 0.9, train={"learning_rate": 0.005}),
-        make_variant(root, "seed", 2.5, flags=FLAGS, **seed),
-        make_variant(root, GRID_NAME, 1.0, reconstruct={"mode": "blend"}),
+        make_variant(root, name, 0.5 + k / 2, model=models.normalise(spec))
+        for k, (name, spec) in enumerate(NETWORKS.items())
     ]
+    variants.append(
+        make_variant(
+            root,
+            GRID_NAME,
+            2.5,
+            flags=FLAGS,
+            model={"preset": "seed"},
+            train={"learning_rate": 0.004},
+            reconstruct={"tile": 64},
+        )
+    )
     return compare.build(variants, root / "results" / "compare", crop=48)
+
+
+def _variants_table(html):
+    return html[html.index('<table class="variants">') : html.index("</table>")]
+
+
+def test_scores_come_first_and_each_network_is_one_cell(page):
+    table = _variants_table(page.read_text())
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", table)
+    assert heads[:9] == [
+        "variant", "val PSNR", "val SSIM", "margin (dB), against", "parameters", "epochs",
+        "training (s)", "patches/s", "network",
+    ]  # fmt: skip
+    assert heads[9] == "other settings that differ"
+    assert not [h for h in heads if h.startswith("model.")]  # no column per network argument
+    assert "(not set)" not in table and "hash" not in table
+    cells = re.findall(r'<td class="network">(.*?)</td>', table)
+    assert [c.replace("<wbr>", "") for c in cells][:3] == [
+        "compact: width 16, latent 12, kernel 3",
+        "compact: width 48, latent 12, kernel 3",
+        "unet: width 16, levels 2, output direct",
+    ]
+    assert cells[4].replace("<wbr>", "").endswith("examples/tiny_unet.py: build(width=16)")
+    assert "train.<wbr>learning_rate: 0.004" in table  # the other settings, one per line
 
 
 def test_the_table_names_each_flag_and_the_warnings_give_it_whole(page):
     html = page.read_text()
-    table = html[html.index('<table class="variants">') : html.index("</table>")]
+    table = _variants_table(html)
     for flag in FLAGS:
         assert html.count(flag.replace("'", "&#39;")) == 1  # in the warnings, not the table too
     assert '<a href="#warnings">collapsed; no better than predicting each patch' in table
-    assert (
-        "train.<wbr>learning_rate" in table
-        and "train_<wbr>learning_<wbr>rate~<wbr>0.004_<wbr>" in table
-    )
+    assert "train_<wbr>learning_<wbr>rate~<wbr>0.004_<wbr>" in table
 
 
-# Measured by the browser itself: the page's script writes the table's and the page's right
-# edges and the tallest row's height in lines into the DOM that --dump-dom prints.
+# Measured by the browser itself: the page's script opens the settings, then writes how far the
+# page and the variants table scroll sideways, where the table's last column ends and the tallest
+# row's height in lines into the title, which --dump-dom prints.
 MEASURE = """<script>
-const t = document.querySelector("table.variants"), box = t.parentElement;
+document.querySelector("details").open = true;
+const t = document.querySelector("table.variants"), page = document.documentElement;
 const line = parseFloat(getComputedStyle(t).lineHeight) || 16;
 const rows = [...t.rows].slice(1).map(r => r.getBoundingClientRect().height / line);
-document.title = JSON.stringify({table: box.getBoundingClientRect().right,
-  scroll: box.scrollWidth - box.clientWidth, page: document.documentElement.clientWidth,
+document.title = JSON.stringify({page_scroll: page.scrollWidth - page.clientWidth,
+  table_right: t.getBoundingClientRect().right, page: page.clientWidth,
   lines: Math.max(...rows)});
 </script></body>"""
 
 
-def test_the_table_fits_1400_pixels_in_a_browser(page, tmp_path):
+def test_nothing_scrolls_sideways_at_1400_pixels_in_a_browser(page, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("needs chromium (apt-get install chromium) to lay the page out")
@@ -70,9 +112,8 @@ def test_the_table_fits_1400_pixels_in_a_browser(page, tmp_path):
          "--dump-dom", measured.as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
-    import json
-
     figures = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1).replace("&quot;", '"'))
-    assert figures["table"] <= figures["page"] and figures["scroll"] <= 0, figures
+    # the whole page, the full settings with a model file's hash open, stays within the window
+    assert figures["page_scroll"] <= 0 and figures["table_right"] <= figures["page"], figures
     # the flags cell wraps the two flag heads in a narrow column: at most 6 lines, not 20
     assert figures["lines"] <= 6, figures

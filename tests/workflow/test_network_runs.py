@@ -68,7 +68,9 @@ def test_the_comparison_page_and_reports_show_the_networks_arguments(done):
     assert table.loc[WIDTHS, "model.width"].tolist() == [4, 8]
     assert table.loc["mine", "model.file"] == "mine.py"
     page = (page_dir / "index.html").read_text()
-    assert "model.width" in page and "compact (width 4)" in page and "mine.py:build" in page
+    # each network one cell of the table; every argument under the settings below it
+    assert "compact: width 4, latent 12, kernel 3" in page and "mine.py: build(width=4)" in page
+    assert "model.<wbr>width" in page and "compact (width 4)" in page and "mine.py:build" in page
     report = (work / "results" / "mine" / "report" / "index.html").read_text()
     assert "Model file <b>mine.py:build</b>" in report
 

@@ -3,7 +3,6 @@ naming the key; configurations drawn from the schema plan or stop so; and the wo
 outputs are never read back as images."""
 
 import re
-import shlex
 import shutil
 
 import pytest
@@ -120,26 +119,6 @@ def test_results_and_logs_inside_the_images_folder_are_not_read_back(tmp_path):
         assert proc.returncode == 0, proc.stderr
         images = set(re.findall(r"patches/(\S+?)\.npy", proc.stdout))
         assert images == photos | {other}, images
-
-
-def test_the_readme_apply_examples_plan(tmp_path, folder):
-    lines = [
-        ln
-        for ln in (REPO / "README.md").read_text().splitlines()
-        if ln.startswith("snakemake apply")
-    ]
-    assert len(lines) >= 2, lines
-    for line in lines:
-        args = [a.replace("/photos/new", str(folder)) for a in shlex.split(line)[2:]]
-        args = [str(REPO / a) if a.startswith("config/") else a for a in args]
-        # as in the clone the examples run in: its config and its sample images
-        if "--configfile" not in args:
-            args = ["--configfile", str(REPO / "config" / "config.yaml"), *args]
-        proc = snakemake(tmp_path, "apply", "-n", *args, f"images={SAMPLES}", check=False)
-        assert proc.returncode == 0 and "checkpoint apply_inputs:" in proc.stdout, (
-            line,
-            proc.stderr,
-        )
 
 
 def test_a_model_name_that_is_no_variant_lists_the_variants(tmp_path, folder):
