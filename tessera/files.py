@@ -2,6 +2,8 @@
 
 A job killed mid-write, or a disk that fills, leaves at most a hidden temporary file beside the
 output; the output itself appears (by an atomic rename in the same folder) only once complete.
+The data reaches the disk (fsync) before the rename, and the rename itself after it (fsync of
+the folder), so that a power cut or a node that dies cannot leave a renamed but empty file.
 """
 
 import contextlib
@@ -41,14 +43,56 @@ def atomic(path):
     path = Path(path)
     tmp = temporary(path)
     try:
+        made = _missing_folders(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        fsync(tmp)
         os.replace(tmp, path)
+        # the rename, and the folders made for it, are entries of their folders
+        for folder in [path.parent, *(f.parent for f in made)]:
+            fsync_dir(folder)
     except BaseException as e:
         _remove(tmp)
         if named := naming(e, path, tmp):
             raise named from e
         raise
+
+
+def fsync(path):
+    """Make a written file's data durable: on the disk, not only in the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder):
+    """Make a folder's entries durable: a file renamed into it, or removed from it, stays so after
+    a power cut. Where the system cannot sync a folder (Windows), nothing is done."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (PermissionError, IsADirectoryError):
+        return  # Windows opens no folder as a file
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # file systems that cannot sync a folder say so (EINVAL); their renames are as durable
+        # as they make them
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _missing_folders(folder):
+    """The folders of a path that do not exist yet, deepest first."""
+    missing = []
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def naming(exception, path, *aliases):
