@@ -56,10 +56,11 @@ def _variants():
     if grid:
         # Paramspace reads rows as named tuples: its columns must be identifiers, not "train.x"
         columns = [key.replace(".", "_") for key in grid]
-        points = pd.DataFrame(list(itertools.product(*grid.values())), columns=columns)
+        labels = settings.grid_labels(grid).values()  # a model file by its stem
+        points = pd.DataFrame(list(itertools.product(*labels)), columns=columns)
         names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
-    overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
     try:
+        overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
         return settings.variant_configs(config, config_schema, overrides, MEM_MB)
     except TesseraError as e:
         stop(e)

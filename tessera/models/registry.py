@@ -99,6 +99,8 @@ def normalise(spec):
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
     init, mask = spec.pop("init", None), spec.pop("mask", None)
+    if spec.get("preset", "") is None:
+        del spec["preset"]  # preset: null, as with no preset: the default, or a model file
     if "file" in spec:
         if mask is not None:
             raise TesseraError(
