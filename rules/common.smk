@@ -327,7 +327,10 @@ def _apply_setup():
                 "model.keras file; leave apply.model out for the model of a run without variants"
             )
         try:
-            summary, _ = applying.read_summary(model)
+            summary, given = applying.read_summary(model)
+            # its network's code, if a file, runs only if named (apply.model_file, model.file)
+            named = a.get("model_file") or config["model"].get("file")
+            models.refuse_unnamed_file(model, given, named)
         except TesseraError as e:
             stop(f"apply.model: {e}")
         paths, c, out = [model, str(summary)], config, results("applied")

@@ -33,4 +33,9 @@ from tessera.models.geometry import (  # noqa: F401
     receptive_radius,
     woken,
 )
-from tessera.models.loading import HDF5_SIGNATURE, load_trained, refuse_hdf5  # noqa: F401
+from tessera.models.loading import (  # noqa: F401
+    HDF5_SIGNATURE,
+    load_trained,
+    refuse_hdf5,
+    refuse_unnamed_file,
+)

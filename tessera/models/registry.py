@@ -179,8 +179,13 @@ def declared_size_multiple(spec):
 
 
 def build(spec):
-    """The network a config's model section (or a preset's name) describes, as a Keras model."""
-    spec = normalise(spec) if isinstance(spec, str) or "hash" not in spec else spec
+    """The network a config's model section (or a preset's name) describes, as a Keras model.
+    Checked as normalise checks it, whatever it holds; a model file's "hash" (the code it was
+    trained with) is kept, so that build_file refuses a file whose code has changed since."""
+    trained = spec.get("hash") if isinstance(spec, dict) and "file" in spec else None
+    spec = normalise(spec)
+    if trained is not None:
+        spec["hash"] = trained
     if "file" in spec:
         from tessera.models.userfile import build_file
 

@@ -101,3 +101,42 @@ def test_a_grid_over_model_files_keeps_every_variant_folder_under_results(work):
         ".." not in p and re.match(settings.NAME_PATTERN, p.split("/")[1].rstrip(","))
         for p in paths
     ), paths
+
+
+@pytest.mark.slow
+def test_the_apply_target_runs_a_network_from_a_file_only_when_the_config_names_it(work):
+    import json
+    import zipfile
+
+    # a model folder copied from elsewhere, whose summary names a Python file of its own
+    folder = work / "copied"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    summary = {
+        "model": {"file": "/elsewhere/nets/evil.py", "function": "build", "args": {}},
+        "size_multiple": 1, "receptive_radius": 2, "task": {"kind": "reconstruct"},
+    }  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    given = [f"images={work / 'images'}"]
+    apply = {"images": str(work / "images"), "model": str(folder / "model.keras"), "output": "out"}
+    refused = dry_run(work, "--config", *given, f"apply={json.dumps(apply)}")
+    assert one_error_line(refused).startswith(
+        f"apply.model: model '{folder / 'model.keras'}': its network is built by a Python file "
+        "('/elsewhere/nets/evil.py', says its summary)"
+    )
+    named = {**apply, "model_file": "nets/tiny.py"}
+    out = planned_ok(
+        snakemake(
+            work,
+            "apply",
+            "-n",
+            "--configfile",
+            CONFIG,
+            "--config",
+            *given,
+            f"apply={json.dumps(named)}",
+            check=False,
+        )
+    )
+    assert "checkpoint apply_inputs:" in out
