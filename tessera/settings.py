@@ -193,7 +193,8 @@ def check(config, mem_mb=None):
     from tessera import tasks
 
     # what the task adds to the network (a mask of holes) may not fit it: say so before any job
-    models.normalise({**spec, **tasks.get(config["task"]).model_options(config["task"])})
+    task_options = tasks.get(config["task"]).model_options(config["task"])
+    spec_with_mask = models.normalise({**spec, **task_options})
     preset = models.label(spec)
     m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]
@@ -216,7 +217,9 @@ def check(config, mem_mb=None):
                 f"reconstruct.margin: tile {rec['tile']} - 2 x margin {margin} = {stride} must be a "
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
+    _check_reach(config, models.declared_geometry(spec_with_mask))
     task = config["task"]
+    _check_ranges(task)
     if task["kind"] == "denoise" and task.get("noise") == "salt_pepper" and task.get("rate") == 0:
         raise TesseraError(
             "task.rate: 0 adds no salt_pepper noise, nothing to learn to remove; use a rate above 0 "
@@ -232,6 +235,64 @@ def check(config, mem_mb=None):
         )
     _check_folders(config)
     _check_memory(config, mem_mb or {})
+
+
+def _check_reach(config, geometry):
+    """Patches and tiles that leave the network no output, or a margin below its output border:
+    what the training and reconstruction jobs would stop on, for a network whose reach is known
+    before it is built (models.declared_geometry; None: measured by the training job)."""
+    if geometry is None:
+        return
+    multiple, border, radius = geometry
+    what = f"{models.label(config['model'])}, whose output is {2 * border} pixels smaller than its input"
+    size = config["patches"]["size"]
+    if 2 * border >= size:
+        raise TesseraError(
+            f"patches.size: {size} leaves no output for {what}; use patches larger than "
+            f"{2 * border} (or a shallower network, or padding: same)"
+        )
+    rec = config["reconstruct"]
+    if rec["margin"] is not None and rec["mode"] != "naive" and rec["margin"] < border:
+        raise TesseraError(
+            f"reconstruct.margin: {rec['margin']} is less than the output border {border} of "
+            f"{what}: tiles would give no output for their edges; use at least {border}"
+        )
+    from tessera.reconstruct import default_margin
+
+    if rec["mode"] == "naive":
+        margin, why = border, "its output border"
+    elif rec["margin"] is None:
+        margin = default_margin(radius, multiple, border)
+        why = f"reconstruct.margin null: the receptive radius {radius}, rounded to whole steps"
+    else:
+        return  # a margin given is checked against the tile with the size multiple (check)
+    stride = rec["tile"] - 2 * margin
+    if stride <= 0 or stride % multiple:
+        fits = 2 * margin + multiple
+        raise TesseraError(
+            f"reconstruct.tile: {rec['tile']} leaves no whole centre for {models.label(config['model'])}, "
+            f"whose tiles lose {margin} pixels on each side ({why}); use a tile of at least "
+            f"{fits}" + (f", a multiple of {multiple}" if multiple > 1 else "")
+        )
+
+
+# The [low, high] ranges of a degradation (tessera.tasks.restore).
+RANGES = ("quality", "sigma", "factor", "size", "count")
+
+
+def _check_ranges(task):
+    """A range given high first: the fixed draws take its middle, the training's draws would stop
+    the job (numpy's low >= high)."""
+    if task["kind"] != "restore":
+        return
+    for k, d in enumerate(task.get("degradations") or []):
+        for key in RANGES:
+            if key in d and d[key][0] > d[key][1]:
+                low, high = d[key][1], d[key][0]
+                raise TesseraError(
+                    f"task.degradations.{k}.{key}: {d[key]} gives the high end first; write the "
+                    f"range low first, [{low}, {high}]"
+                )
 
 
 def validate(config, schema):

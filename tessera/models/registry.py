@@ -59,6 +59,11 @@ class Preset:
     downsamplings: Callable
     build: Callable
     args: tuple = ()
+    # the output border and the receptive radius as functions of the arguments, declared (as the
+    # down-samplings are) so that patches and tiles are checked before any job runs; tests
+    # compare them to the built model. None: known only once built (no check before the job).
+    border: Callable = None
+    radius: Callable = None
 
     def arguments(self):
         return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
@@ -69,16 +74,25 @@ DEFAULT_PRESET = "compact"
 _FILE_KEYS = ("file", "function", "args")
 
 
-def preset(name, description, downsamplings=lambda a: 0, args=()):
+def preset(name, description, downsamplings=lambda a: 0, args=(), border=None, radius=None):
     """Decorator: register a builder as the preset `name`. downsamplings(arguments) says how many
     times it halves the resolution, known before anything is built; args are its declared
-    arguments (Arg), checked by normalise."""
+    arguments (Arg), checked by normalise; border(arguments) and radius(arguments) its output
+    border and receptive radius without a mask of holes (declare_reach)."""
 
     def add(build):
-        PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args))
+        PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args), border, radius)
         return build
 
     return add
+
+
+def declare_reach(name, border, radius):
+    """Declare a registered preset's output border and receptive radius, as functions of its
+    arguments (a network told the holes reaches further by its fill, declared_geometry adds it)."""
+    import dataclasses
+
+    PRESETS[name] = dataclasses.replace(PRESETS[name], border=border, radius=radius)
 
 
 def get_preset(name):
@@ -176,6 +190,23 @@ def declared_size_multiple(spec):
     if "file" in spec:
         return 1
     return 2 ** get_preset(spec["preset"]).downsamplings(spec)
+
+
+def declared_geometry(spec):
+    """(size multiple, output border, receptive radius) of the network a model section
+    describes, known before anything is built; None for a model file, or a preset that declares
+    no reach (both measured by the training job)."""
+    from tessera.models.layers import FILL_STEPS
+
+    spec = normalise(spec)
+    if "file" in spec:
+        return None
+    p = get_preset(spec["preset"])
+    if p.border is None or p.radius is None:
+        return None
+    # the fill of the holes comes before the network: its reach adds to the network's
+    fill = 2 * FILL_STEPS if "mask" in spec else 0
+    return 2 ** p.downsamplings(spec), p.border(spec), p.radius(spec) + fill
 
 
 def build(spec):

@@ -56,6 +56,10 @@ def test_the_shipped_config_is_valid():
         ({"images": KeyError}, "images: missing; set it to a non-empty string (folder of images"),
         ({"patches.sise": 32}, "patches.sise: unknown setting; patches takes: size, stride"),
         ({"epochs": 3}, "epochs: unknown setting; the config takes: images, recursive"),
+        # seeds that numpy's and Keras' generators refuse
+        ({"train.seed": -1}, "train.seed: -1 is not allowed; use an integer from 0 to 4294967295"),
+        ({"train.seed": 2**32}, "train.seed: 4294967296 is not allowed; use an integer from 0 to"),
+        ({"patches.seed": -5}, "patches.seed: -5 is not allowed; use an integer >= 0"),
     ],
 )
 def test_schema_violations_name_the_key_and_the_values_allowed(change, expected):

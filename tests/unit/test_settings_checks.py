@@ -53,8 +53,40 @@ def filled(*changes):
             ],
             "model.preset: seed is the blog post's network layer for layer and takes no mask",
         ),
+        # a range given high first: its middle is fine, the training's draws are not
+        (
+            [("task", {"kind": "restore", "degradations": [{"kind": "jpeg", "quality": [30, 10]}]})],
+            "task.degradations.0.quality: [30, 10] gives the high end first; write the range low "
+            "first, [10, 30]",
+        ),
+        (
+            [("task", {"kind": "restore", "degradations": [HOLES, {"kind": "downscale", "factor": [4, 2]}]})],
+            "task.degradations.1.factor: [4, 2] gives the high end first",
+        ),
+        # 17 valid convolutions trim 34 pixels: nothing is left of a 32-pixel patch
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 17})],
+            "patches.size: 32 leaves no output for dncnn (depth 17, padding valid), whose output is "
+            "34 pixels smaller than its input; use patches larger than 34",
+        ),
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 4}), ("reconstruct", {"margin": 2})],
+            "reconstruct.margin: 2 is less than the output border 4 of dncnn (depth 4, padding valid)",
+        ),
+        # the default margin covers the receptive radius, 219 pixels for a U-Net of 5 levels
+        (
+            [("model", {"preset": "unet", "levels": 5})],
+            "reconstruct.tile: 128 leaves no whole centre for unet (levels 5), whose tiles lose 224 "
+            "pixels on each side (reconstruct.margin null: the receptive radius 219, rounded to "
+            "whole steps); use a tile of at least 480, a multiple of 32",
+        ),
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 8}), ("reconstruct", {"mode": "naive", "tile": 16})],
+            "reconstruct.tile: 16 leaves no whole centre for dncnn (padding valid), whose tiles "
+            "lose 8 pixels on each side (its output border); use a tile of at least 17",
+        ),
     ],
-)
+)  # fmt: skip
 def test_a_setting_a_job_would_trip_on_is_named(changes, expected):
     config = filled(*changes)
     settings.validate(copy.deepcopy(config), SCHEMA)  # each value is fine alone

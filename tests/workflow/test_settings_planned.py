@@ -44,6 +44,11 @@ def dry_run(work, folder, *args, **changes):
             {"variants": {"v": {"train": {"batch_size": 30, "gpus": 4}}}},
             "variants.v.train.batch_size: 30 is not a multiple of train.gpus (4)",
         ),
+        # once found only by the training job: 8 valid convolutions leave nothing of 16 pixels
+        (
+            {"model": {"preset": "dncnn", "padding": "valid"}},
+            "patches.size: 16 leaves no output for dncnn (padding valid)",
+        ),
     ],
 )
 def test_a_setting_a_job_would_trip_on_stops_before_any_job(tmp_path, folder, changes, expected):
