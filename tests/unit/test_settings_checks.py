@@ -104,10 +104,35 @@ def test_the_memory_check_follows_the_jobs_memory():
     settings.check(config, {"reconstruct": 64000})
 
 
+def as_the_snakefile_reads(*layers):
+    """The config the Snakefile sees for config files given one over the other (config/config.yaml
+    first, then each --configfile): merged by Snakemake's own update_config, key by key at every
+    depth, the model section layered as the Snakefile layers it, then read and filled in."""
+    from snakemake.utils import update_config
+
+    config = {}
+    for layer in layers:
+        update_config(config, copy.deepcopy(layer))
+    config["model"] = settings.layered_model(layers)
+    settings.coerce(config, SCHEMA)
+    settings.validate(config, SCHEMA)
+    validate(config, str(SCHEMA_FILE))
+    return config
+
+
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_a_config_file_given_over_another_changes_only_the_keys_it_names():
+    # a section given again keeps the keys it does not name (split.seed is 17, not the default 0)
+    config = as_the_snakefile_reads(DEFAULT, {"split": {"max_val_patches": 100}})
+    assert config["split"] == {"val_fraction": 0.3, "seed": 17, "max_val_patches": 100}
+    config = as_the_snakefile_reads(DEFAULT, {"model": {"width": 16}})
+    assert config["model"] == {"preset": "compact", "width": 16, "init": None}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_passes_every_check(path):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(yaml.safe_load(path.read_text()))
-    validate(config, str(SCHEMA_FILE))
+    config = as_the_snakefile_reads(DEFAULT, yaml.safe_load(path.read_text()))
     settings.check(config)
     settings.variant_configs(config, SCHEMA, config["variants"])
