@@ -18,5 +18,6 @@ with job(snakemake.log[0], "train"), backend.claimed_gpus(snakemake.resources.gp
         data=snakemake.params.data,
         task=snakemake.params.task,
         threads=snakemake.threads,
+        code=snakemake.params.code,
     )
     print({k: v for k, v in summary.items() if k not in ("settings", "versions")})

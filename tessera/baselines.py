@@ -45,7 +45,7 @@ def tune(training, task, threads=1):
     kind = tasks.get(task)
     table = kind.baselines(task)
     crops = [(i, _crop(c)) for i, c in training]
-    damaged = [(c, *kind.fixed(c, task, i)) for i, c in crops]
+    damaged = [(kind.truth(c, task), *kind.fixed(c, task, i)) for i, c in crops]
 
     def score(item):
         name, value = item
@@ -75,6 +75,7 @@ def evaluate(image_id, clean, task, params, damaged=None):
         found, extra = [(f"{kind.input_word} input", None, damaged, None)], None
     else:
         found, extra = kind.evaluate(image_id, clean, task, params)
+        clean = kind.truth(clean, task)
     holes = tasks.holes_of(extra)
     rows = []
     for method, value, out, bpp in found:

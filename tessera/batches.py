@@ -288,19 +288,35 @@ def dihedral_on_device(patches, codes, maps):
     return ops.reshape(ops.take_along_axis(flat, where, axis=1), (n, s, s, c))
 
 
+# Charbonnier's epsilon on 0..1 values (BasicSR's 1e-12 on squared errors is 1e-6 on them): a
+# smooth L1 whose gradient does not vanish near zero error as the squared error's does.
+CHARBONNIER_EPS = 1e-3
+
+
 class PairedLoss(keras.losses.Loss):
-    """The loss between the model's answer and the target that Trainer outputs side by side.
-    (A Loss, not an override of compute_loss, so that Keras scales it for data-parallel
-    training as it does its own.) The y_true Keras passes is a placeholder, and unused."""
+    """The loss between the model's answer and the target that Trainer outputs side by side, and
+    where a task counts it, a seventh channel of weights (1 where counted): the loss is then the
+    mean over the counted pixels of each patch. (A Loss, not an override of compute_loss, so that
+    Keras scales it for data-parallel training as it does its own.) The y_true Keras passes is a
+    placeholder, and unused."""
 
     def __init__(self, kind="mse", name="paired_loss"):
         super().__init__(name=name)
         self.kind = kind
 
     def call(self, y_true, y_pred):
-        error = y_pred[..., :3] - y_pred[..., 3:]
-        error = error * error if self.kind == "mse" else ops.abs(error)
-        return ops.mean(error, axis=(1, 2, 3))
+        error = y_pred[..., :3] - y_pred[..., 3:6]
+        if self.kind == "mse":
+            error = error * error
+        elif self.kind == "charbonnier":
+            error = ops.sqrt(error * error + CHARBONNIER_EPS**2)
+        else:
+            error = ops.abs(error)
+        if y_pred.shape[-1] == 6:
+            return ops.mean(error, axis=(1, 2, 3))
+        weights = y_pred[..., 6:]
+        counted = ops.sum(weights, axis=(1, 2, 3)) * 3
+        return ops.sum(error * weights, axis=(1, 2, 3)) / ops.maximum(counted, 1.0)
 
     def get_config(self):
         return {"kind": self.kind, "name": self.name}
@@ -315,25 +331,36 @@ class Trainer(keras.Model):
     The target is the flipped/turned clean patch and the input is made from that same patch, so
     input and target always get the same transform: the blog post's bug was to transform them
     independently. A model with an output border (valid convolutions) answers for the centre of
-    the patch only, so the target is that centre.
+    the patch only, so the target is that centre. A model that enlarges by f (task upscale) is
+    given every f-th pixel of the input side, which the host made with each pixel repeated f x f
+    times (tessera.tasks.registry).
     """
 
     def __init__(self, core, size, task, seed):
         super().__init__(name=f"training_{core.name}")
         self.core, self.task, self.kind = core, task, tasks.get(task)
         geo = models.geometry(core)
-        if geo.scale != 1:
+        factor = self.kind.scale(task or {})
+        if geo.scale != factor:
             raise TesseraError(
                 f"model '{core.name}': its output is {geo.scale} of its input's size; the "
-                f"{task['kind']} task trains only models whose output has the input's scale"
+                f"{task['kind']} task trains only models whose output is "
+                + ("the input's size" if factor == 1 else f"{factor} times it (model.factor)")
             )
-        if 2 * geo.border >= size:
+        if size % (factor * geo.multiple):
+            raise TesseraError(
+                f"patches.size: {size} is not a multiple of {factor * geo.multiple}: the task "
+                f"shrinks patches {factor} times and model '{core.name}' takes sides that are "
+                f"multiples of {geo.multiple}"
+            )
+        if 2 * geo.border >= size // factor:
             raise TesseraError(
                 f"patches.size: {size} leaves no output for model '{core.name}', whose output "
                 f"is {2 * geo.border} pixels smaller than its input; use patches larger than "
-                f"{2 * geo.border}"
+                f"{2 * geo.border * factor}"
             )
-        self.size, self.border = size, geo.border
+        self.size, self.factor = size, factor
+        self.border = int(geo.border * factor)  # in output (target) pixels
         self.maps = dihedral_maps(size)
         self.window = 3 * size * size
         if self.kind.uses_noise_bank:
@@ -356,6 +383,8 @@ class Trainer(keras.Model):
         turned = dihedral_on_device(ops.cast(patches, "float32"), codes, self.maps)
         if self.kind.channels == 6:  # the host made the input: (clean, input) turned together
             clean, given = turned[..., :3], turned[..., 3:]
+            if self.factor > 1:
+                given = given[:, :: self.factor, :: self.factor, :]
         else:
             clean = turned
             given = self.kind.on_device(self, clean, offsets, self.task)
@@ -363,7 +392,11 @@ class Trainer(keras.Model):
         answer = self.core(given * scale, training=training)
         b = self.border
         target = clean[:, b : self.size - b, b : self.size - b, :] if b else clean
-        return ops.concatenate([ops.cast(answer, "float32"), target * scale], axis=-1)
+        out = [ops.cast(answer, "float32"), target * scale]
+        weights = self.kind.loss_weights(given, self.task)
+        if weights is not None:
+            out.append(weights[:, b : self.size - b, b : self.size - b, :] if b else weights)
+        return ops.concatenate(out, axis=-1)
 
 
 def validation_pair(clean, task):
@@ -372,14 +405,12 @@ def validation_pair(clean, task):
     return tasks.get(task).validation(clean, task)
 
 
-def in_batches(given, target, size=256):
-    """(input, target, count) float batches from uint8 arrays, every one of `size` patches (the
-    last padded with repeats; count says how many are real), so nothing is traced twice and a
-    data-parallel model splits each evenly."""
-    for start in range(0, len(given), size):
-        idx = np.resize(np.arange(start, min(start + size, len(given))), size)
-        yield (
-            given[idx].astype(np.float32) / np.float32(255),
-            target[idx].astype(np.float32) / np.float32(255),
-            min(start + size, len(given)) - start,
-        )
+def in_batches(*arrays, size=256):
+    """(*float batches, count) from uint8 arrays of as many patches each (input, target, ...),
+    every batch of `size` patches (the last padded with repeats; count says how many are real),
+    so nothing is traced twice and a data-parallel model splits each evenly."""
+    n = len(arrays[0])
+    for start in range(0, n, size):
+        idx = np.resize(np.arange(start, min(start + size, n)), size)
+        floats = [a[idx].astype(np.float32) / np.float32(255) for a in arrays]
+        yield (*floats, min(start + size, n) - start)

@@ -150,7 +150,10 @@ def crops(variants, image_id, side, crops_dir, out_dir):
     """The same window of the original, of the noisy input (when the first variant denoises) and
     of each variant's rebuilt image, saved as PNG. Returns (box, pictures), each picture a dict
     with its caption, relative "src" and PSNR on the crop (None for the original)."""
-    clean, _ = load_image(variants[0]["sources"][image_id])
+    task = variants[0]["settings"].get("task") or {}
+    kind = tasks.get(task)
+    image, _ = load_image(variants[0]["sources"][image_id])
+    clean = kind.truth(image, task)
     top, left, side = crop_box(clean, side)
 
     def cut(array):
@@ -162,10 +165,11 @@ def crops(variants, image_id, side, crops_dir, out_dir):
         return {"caption": caption, "src": report._href(path, out_dir), "psnr": psnr}
 
     pictures = [picture("original", clean, "original")]
-    task = variants[0]["settings"].get("task") or {}
-    given = reconstruct.model_input(clean, image_id, task)
-    if given is not clean:
-        shown = tasks.get(task).input_caption
+    given = reconstruct.model_input(image, image_id, task)
+    if given is not image:
+        # the input as an output would be: an upscale task's bicubic enlargement of it
+        shown = kind.input_caption if kind.as_output(given, task) is given else kind.input_word
+        given = kind.as_output(given, task)
         same = all((v["settings"].get("task") or {}) == task for v in variants)
         caption = shown if same else f"{shown} (damage of {variants[0]['name']})"
         pictures.append(picture(caption, given, shown.split()[0]))

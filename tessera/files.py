@@ -162,3 +162,13 @@ def check_writable(folder, key):
         where = "" if existing == folder else f" in {existing}"
         return f"{key}: {folder} cannot be written{where} ({reason or 'permission denied'})"
     return None
+
+
+def fsync(path):
+    """Flush a file's (or a folder's entries') writes to the disk, so that a rename after it
+    survives a power cut or a node that dies, not only a kill."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -282,10 +282,12 @@ def rebuild(
     truth for each of `measures`. The one path of reconstruction and apply; source, when given,
     is recorded as where the image came from. Raises images.UnusableImage for a file that
     cannot be decoded."""
+    kind = tasks.get(task)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
-    given, extra = tasks.get(task).fixed(clean, task or {}, image_id)
+    given, extra = kind.fixed(clean, task or {}, image_id)
     if target_path is not None:  # a pair: the image is the damaged input, its target the truth
         given, clean = clean, load_image(target_path, max_megapixels=max_megapixels)[0]
+    clean = kind.truth(clean, task or {})
     started = time.perf_counter()
     output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
     rebuilt = to_uint8(output)
@@ -302,9 +304,7 @@ def rebuild(
     if "metrics" in measures:
         if same_size:
             record.update(metrics(clean, rebuilt))
-        else:
-            # a downscale task will give targets of the output's size; until then, nothing to
-            # compare the output with
+        else:  # a model that enlarges, run on an image with no larger truth (apply)
             record.update(psnr=None, ssim=None, mse=None)
             record["note"] = (
                 f"not measured: the output is {rebuilt.shape[1]}x{rebuilt.shape[0]}, the image "
@@ -324,7 +324,9 @@ def rebuild(
         megapixels_per_s=round(width * height / 1e6 / seconds, 3),
     )
     if given is not clean and "metrics" in measures:
-        record.update({f"{k}_input": v for k, v in metrics(clean, given).items()})
+        shown = kind.as_output(given, task or {})
+        if shown.shape == clean.shape:
+            record.update({f"{k}_input": v for k, v in metrics(clean, shown).items()})
     holes = tasks.holes_of(extra)
     if holes is not None and same_size and "metrics" in measures:  # inpainting: the missing pixels
         record["psnr_holes"] = tasks.psnr_inside(clean, rebuilt, holes)

@@ -161,6 +161,7 @@ KINDS = {
     "before": "before",
     "noisy input": "noisy",
     "damaged input": "damaged",
+    "bicubic": "bicubic",
     "after": "after",
     "difference": "diff",
     "naive tiling": "naive",
@@ -191,17 +192,20 @@ def gallery(table, task, out_dir, report_dir, thumb, max_megapixels=None):
     """Before / [noisy input] / after / difference pictures for each row of the metrics table."""
     from PIL import Image
 
+    kind = tasks.get(task)
     entries = []
     for row in table.itertuples():
-        before, _ = load_image(row.source, max_megapixels=max_megapixels)
+        image, _ = load_image(row.source, max_megapixels=max_megapixels)
+        before = kind.truth(image, task or {})
         after = np.asarray(Image.open(row.rebuilt).convert("RGB"))
-        given = tasks.model_input(before, row.image, task)
+        given = tasks.model_input(image, row.image, task)
         pictures = [("before", before, None)]
         if row.damaged:  # a pair: the damaged image is a file of its own
             damaged, _ = load_image(row.damaged, max_megapixels=max_megapixels)
-            pictures.append((tasks.get(task).input_caption, damaged, None))
-        elif given is not before:
-            pictures.append((tasks.get(task).input_caption, given, None))
+            pictures.append((kind.input_caption, damaged, None))
+        elif given is not image:
+            pictures.append((kind.input_caption, given, None))
+            pictures += [(c, a, None) for c, a in kind.pictures(given, task or {})]
         pictures += [("after", None, Path(row.rebuilt)), ("difference", _diff(before, after), None)]
         entries.append(
             {

@@ -14,10 +14,11 @@ import keras
 import numpy as np
 
 from tessera import TesseraError, backend, models, tasks
-from tessera.files import atomic, naming, write_json, write_tsv
+from tessera.files import atomic, fsync, naming, write_json, write_tsv
 from tessera.measure import collapsed
 from tessera.split import read_table
 from tessera.batches import (
+    CHARBONNIER_EPS,
     Batches,
     Crops,
     NpyFiles,
@@ -32,11 +33,14 @@ from tessera.batches import (
 
 class Clock(keras.callbacks.Callback):
     """Measures training throughput and stops after the epoch whose successor would overrun the
-    wall-clock budget (minutes; None for none)."""
+    wall-clock budget (minutes; None for none). The budget counts the training time of every
+    epoch done, those before a resume included (`spent`, seconds, kept in the backup), so an
+    interrupted run trains as long in all as one never interrupted."""
 
-    def __init__(self, n, minutes, validation):
+    def __init__(self, n, minutes, validation, spent=0.0, epochs_before=0):
         super().__init__()
         self.n, self.minutes, self.validation = n, minutes, validation
+        self.spent, self.epochs_before = float(spent), epochs_before
         self.seconds, self.started, self.began, self.done, self.stopped_at = [], 0, None, 0, None
 
     def on_train_begin(self, logs=None):
@@ -50,15 +54,17 @@ class Clock(keras.callbacks.Callback):
         # itself (a per-batch hook would make Keras wait for the device after every step)
         self.seconds.append(time.perf_counter() - self.started - self.validation.seconds)
         self.done += 1
-        elapsed = time.perf_counter() - self.began
-        if self.minutes and elapsed * (self.done + 1) / self.done > self.minutes * 60:
+        epochs = self.epochs_before + self.done
+        if self.minutes and self.elapsed() * (epochs + 1) / epochs > self.minutes * 60:
             self.model.stop_training = True
             self.stopped_at = epoch + 1
 
+    def elapsed(self):
+        """Seconds of training so far, the epochs before a resume included."""
+        return self.spent + (time.perf_counter() - self.began if self.began is not None else 0)
+
     def elapsed_fraction(self):
-        if not self.minutes or self.began is None:
-            return 0.0
-        return (time.perf_counter() - self.began) / (self.minutes * 60)
+        return self.elapsed() / (self.minutes * 60) if self.minutes else 0.0
 
     def patches_per_s(self):
         # The first epoch pays for tracing and memory allocation: quote the steady rate.
@@ -66,34 +72,55 @@ class Clock(keras.callbacks.Callback):
         return round(self.n * len(steady) / sum(steady), 1) if steady else None
 
 
-class CosineSchedule(keras.callbacks.Callback):
-    """Cosine decay of the learning rate over the epochs, or over the time budget if that ends
-    first (a Keras schedule knows only steps, not the clock)."""
+class LearningRate(keras.callbacks.Callback):
+    """The learning rate of each step: a linear warm-up over the first `warmup` steps, then
+    constant or a cosine decay over the epochs, or over the time budget if that ends first (a
+    Keras schedule knows only steps, not the clock). The step count starts where a resumed run
+    left off and the clock counts the time spent before it, so a resume does not restart the
+    schedule."""
 
-    def __init__(self, lr0, total_steps, first_step, clock):
+    def __init__(self, lr0, total_steps, first_step, clock, cosine=True, warmup=0):
         super().__init__()
         self.lr0, self.total, self.step, self.clock = lr0, total_steps, first_step, clock
+        self.cosine, self.warmup = cosine, warmup
+
+    def rate(self):
+        rate = self.lr0 * (min(1.0, (self.step + 1) / self.warmup) if self.warmup else 1.0)
+        if self.cosine:
+            progress = min(1.0, max(self.step / self.total, self.clock.elapsed_fraction()))
+            rate *= 0.5 * (1 + math.cos(math.pi * progress))
+        return rate
 
     def on_train_batch_begin(self, batch, logs=None):
-        progress = min(1.0, max(self.step / self.total, self.clock.elapsed_fraction()))
-        self.model.optimizer.learning_rate.assign(
-            self.lr0 * 0.5 * (1 + math.cos(math.pi * progress))
-        )
+        self.model.optimizer.learning_rate.assign(self.rate())
         self.step += 1
 
 
-def _optimizer(name, learning_rate):
-    table = {
-        "adam": keras.optimizers.Adam,
-        "rmsprop": keras.optimizers.RMSprop,
-        "sgd": keras.optimizers.SGD,
-        "adagrad": keras.optimizers.Adagrad,
-    }
-    return table[name](learning_rate=float(learning_rate))  # Keras refuses an int such as 0
+OPTIMIZERS = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "sgd": "SGD",
+    "adagrad": "Adagrad",
+}
+
+
+def make_optimizer(settings):
+    """Keras' optimizer of train.optimizer, with AdamW's weight decay, gradient clipping by norm
+    and an exponential moving average of the weights (Keras' use_ema) where the settings ask."""
+    options = {"learning_rate": float(settings["learning_rate"])}  # Keras refuses an int: 0
+    if settings["optimizer"] == "adamw":
+        options["weight_decay"] = float(settings.get("weight_decay", 1e-4))
+    if settings.get("clipnorm"):
+        options["clipnorm"] = float(settings["clipnorm"])
+    if settings.get("ema"):
+        options.update(use_ema=True, ema_momentum=float(settings["ema"]))
+    return getattr(keras.optimizers, OPTIMIZERS[settings["optimizer"]])(**options)
 
 
 def resume_key(settings, *files):
-    """Identifies one training run: the same settings on the same data resume the same backup."""
+    """Identifies one training run: the same settings (the code version among them) on the same
+    data resume the same backup."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for f in files:
         st = os.stat(f)
@@ -101,31 +128,46 @@ def resume_key(settings, *files):
     return h.hexdigest()[:16]
 
 
-def _loss(name, a, b):
+def _loss(name, a, b, weights=None):
     d = a.astype(np.float64) - b
-    return float(np.mean(d * d) if name == "mse" else np.mean(np.abs(d)))
+    if name == "mse":
+        e = d * d
+    elif name == "charbonnier":
+        e = np.sqrt(d * d + CHARBONNIER_EPS**2)
+    else:
+        e = np.abs(d)
+    if weights is None:
+        return float(np.mean(e))
+    # as PairedLoss counts it: each patch's mean over its counted pixels
+    w = np.broadcast_to(weights, e.shape)
+    per_patch = (e * w).sum(axis=(1, 2, 3)) / np.maximum(w.sum(axis=(1, 2, 3)), 1)
+    return float(per_patch.mean())
 
 
-def evaluate(model, batches, loss):
-    """Means over validation batches of (input, target, count) from batches.in_batches: the
-    model's loss, the loss of each patch's own mean colour (of what the model is given), of the
-    input itself, and the contrast of the outputs and the targets. One batch of floats at a time."""
+def evaluate(model, batches, loss, task=None):
+    """Means over validation batches of (input, target, input as an output, count) from
+    batches.in_batches: the model's loss, the loss of each patch's own mean colour (of what the
+    model is given), of the input itself (an upscale task's: its bicubic enlargement), and the
+    contrast of the outputs and the targets. Where the task counts its loss on some pixels only
+    (holes), every loss is counted there. One batch of floats at a time."""
+    kind = tasks.get(task)
     sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std"), 0.0)
     total = 0
-    for x, y, n in batches:
+    for x, y, ref, n in batches:
         pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
+        weights = kind.loss_weights(x[:n] * np.float32(255), task or {})
+        weights = None if weights is None else np.asarray(weights)
         # a model with an output border (valid convolutions) answers for the patches' centres
         b = (y.shape[1] - pred.shape[1]) // 2
         colour = x[:n].mean(axis=(1, 2), keepdims=True)  # of the whole patch the model sees
-        x, y = (
-            x[:n, b : x.shape[1] - b, b : x.shape[2] - b],
-            y[:n, b : y.shape[1] - b, b : y.shape[2] - b],
-        )
+        y, ref = (a[:n, b : a.shape[1] - b, b : a.shape[2] - b] for a in (y, ref))
+        if weights is not None and b:
+            weights = weights[:, b : weights.shape[1] - b, b : weights.shape[2] - b]
         flat = np.broadcast_to(colour, y.shape)
         for key, value in (
-            ("model", _loss(loss, pred, y)),
-            ("mean_colour", _loss(loss, flat, y)),
-            ("input", _loss(loss, x, y)),
+            ("model", _loss(loss, pred, y, weights)),
+            ("mean_colour", _loss(loss, flat, y, weights)),
+            ("input", _loss(loss, ref, y, weights)),
             ("out_std", float(pred.std(axis=(1, 2)).mean())),
             ("ref_std", float(y.std(axis=(1, 2)).mean())),
         ):
@@ -134,9 +176,14 @@ def evaluate(model, batches, loss):
     return {k: v / total for k, v in sums.items()}
 
 
-def quality_flags(model, batches, loss, task):
+def validation_batches(given, target, task):
+    """The validation patches in float batches: (input, target, input as an output, count)."""
+    return in_batches(given, target, tasks.get(task).as_output(given, task or {}))
+
+
+def quality_flags(model, given, target, loss, task):
     """Checks a user should see: outputs gone flat, or no better than the trivial answers."""
-    mean = evaluate(model, batches, loss)
+    mean = evaluate(model, validation_batches(given, target, task), loss, task)
     figures = {
         "val_loss_model": mean["model"],
         "val_loss_mean_colour": mean["mean_colour"],
@@ -160,20 +207,43 @@ def quality_flags(model, batches, loss, task):
     return figures, flags
 
 
+def swap_averages(optimizer):
+    """Exchange the model's weights with the optimizer's moving averages of them (train.ema),
+    as Keras' SwapEMAWeights callback does; twice is the identity."""
+    swap = keras.callbacks.SwapEMAWeights()
+    if keras.config.backend() == "tensorflow":
+        swap._tf_swap_variables(optimizer)
+    else:
+        swap._backend_swap_variables(optimizer)
+
+
 class Validation(keras.callbacks.Callback):
     """val_loss of the model being trained, in batches from the uint8 validation patches (Keras'
     own validation would need them as floats at once, and go through the training step's input
-    path). It must come before the callbacks that read val_loss."""
+    path), measured on the weights that would be saved: with train.ema, the moving averages.
+    Keeps the weights of the epoch with the lowest val_loss so far (`best`). It must come before
+    the callbacks that read val_loss."""
 
-    def __init__(self, core, given, target, loss):
+    def __init__(self, core, given, target, loss, task, best=None):
         super().__init__()
-        self.core, self.given, self.target, self.loss = core, given, target, loss
+        self.core, self.given, self.target, self.loss, self.task = core, given, target, loss, task
         self.seconds = 0.0
+        # (epoch, val_loss, weights) of the best epoch so far; a resumed run's comes from its backup
+        self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
-        batches = in_batches(self.given, self.target)
-        logs["val_loss"] = evaluate(self.core, batches, self.loss)["model"]
+        averaged = getattr(self.model.optimizer, "use_ema", False)
+        if averaged:
+            swap_averages(self.model.optimizer)
+        try:
+            batches = validation_batches(self.given, self.target, self.task)
+            logs["val_loss"] = evaluate(self.core, batches, self.loss, self.task)["model"]
+            if self.best is None or logs["val_loss"] < self.best[1]:
+                self.best = (epoch + 1, logs["val_loss"], self.core.get_weights())
+        finally:
+            if averaged:
+                swap_averages(self.model.optimizer)
         self.seconds = time.perf_counter() - started
 
 
@@ -240,50 +310,69 @@ def check_gpu(settings, log):
 @dataclass
 class Resume:
     """Where an interrupted run's backups live, the epoch it can resume after, the backup to
-    resume from (None: from scratch) and the history up to that epoch (a list of rows)."""
+    resume from (None: from scratch), the history up to that epoch (a list of rows) and the
+    rest of its state.json (the training seconds spent, the best epoch so far)."""
 
     folder: Path
     after_epoch: int
     state: Path = None
     rows: list = None
+    meta: dict = None
+
+    def best(self):
+        """(epoch, val_loss, weights) of the best epoch before the resume, or None."""
+        if self.state is None or not (self.state / BEST).exists():
+            return None
+        with np.load(self.state / BEST) as saved:
+            weights = [saved[f"w{k}"] for k in range(len(saved.files))]
+        return self.meta["best_epoch"], self.meta["best_val_loss"], weights
 
 
 def resume_state(resume_root, settings, task, *inputs, log=print):
-    """The last whole backup of an earlier, interrupted run of the same settings on the same
-    data, or a clean folder for this run's. A damaged backup is passed over, with one line."""
+    """The last whole backup of an earlier, interrupted run of the same settings (the code
+    version among them) on the same data, or a clean folder for this run's. A damaged backup is
+    passed over, with one line; the backups of other settings or code are removed: nothing
+    could resume from them any more."""
     key = resume_key({"settings": settings, "task": task}, *inputs)
-    folder = Path(resume_root) / key
-    for stale in Path(resume_root).glob(".*.old.tmp"):  # what a kill left of a removal
+    root = Path(resume_root)
+    folder = root / key
+    for stale in root.glob(".*.old.tmp"):  # what a kill left of a removal
         shutil.rmtree(stale, ignore_errors=True)
+    for other in root.glob("*"):
+        if other.is_dir() and other.name != key and not other.name.startswith("."):
+            log(f"removing the backup {other}: it was made by other settings or code")
+            _remove(other)
     states = sorted(folder.glob("epoch-*"), reverse=True) if folder.is_dir() else []
     damaged = []
     for state in states:
-        rows, problem = _restorable(state)
+        rows, meta, problem = _restorable(state)
         if problem is None:
             if damaged:
                 log(f"warning: {'; '.join(damaged)}: resuming after epoch {len(rows)} instead")
-            return Resume(folder, len(rows), state, rows)
+            return Resume(folder, len(rows), state, rows, meta)
         damaged.append(f"the backup {state} is damaged ({problem})")
     if damaged:
         log(f"warning: {'; '.join(damaged)}: training starts from scratch")
     if folder.exists():
         _remove(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return Resume(folder, 0, None, [])
+    return Resume(folder, 0, None, [], {})
 
 
 class Backup(keras.callbacks.Callback):
-    """After every epoch, the weights (with the optimizer's state) and the history so far, kept
-    together as one folder that appears under its final name only once complete, so that the
-    history and the backup agree whatever moment a kill falls on. An epoch whose loss is not
-    finite is never backed up. The last two backups are kept; the weights of resume.state are
-    loaded when training begins."""
+    """After every epoch, the weights (with the optimizer's state, its moving averages
+    included), the history so far, the training seconds spent and the best epoch's weights,
+    kept together as one folder that appears under its final name only once complete, so that
+    they agree whatever moment a kill falls on. An epoch whose loss is not finite is never backed
+    up. The last two backups are kept; the weights of resume.state are loaded when training
+    begins."""
 
     KEEP = 2
 
-    def __init__(self, resume):
+    def __init__(self, resume, clock, validation):
         super().__init__()
         self.resume, self.rows = resume, list(resume.rows)
+        self.clock, self.validation = clock, validation
 
     def on_train_begin(self, logs=None):
         if self.resume.state is None:
@@ -304,7 +393,10 @@ class Backup(keras.callbacks.Callback):
         row = {"epoch": epoch, **{k: float(v) for k, v in sorted((logs or {}).items())}}
         self.rows.append(row)
         if all(math.isfinite(v) for v in row.values()):
-            _save_state(self.resume.folder, self.model, self.rows, self.KEEP)
+            _save_state(
+                self.resume.folder, self.model, self.rows, self.KEEP, self.clock.elapsed(),
+                self.validation.best,
+            )  # fmt: skip
 
 
 def model_spec(settings, task=None):
@@ -405,7 +497,7 @@ def compiled_model(settings, data, task, log):
         core.set_weights(reference.get_weights())
         trainer = Trainer(core, data["size"], task, settings["seed"])
         trainer.compile(
-            optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
+            optimizer=make_optimizer(settings),
             loss=PairedLoss(settings["loss"]),
         )
         # built before fit, so that an interrupted run's backed-up weights can be loaded into it
@@ -457,13 +549,16 @@ def _callbacks(settings, resume, clock, validation, steps_per_epoch, board=None)
     callbacks = [
         validation,  # first: the ones after it read val_loss
         clock,
-        Backup(resume),  # the history line and the backup, as one step
+        Backup(resume, clock, validation),  # the history line and the backup, as one step
         keras.callbacks.TerminateOnNaN(),
     ] + ([board] if board else [])
-    if settings.get("schedule") == "cosine":
+    cosine, warmup = settings.get("schedule") == "cosine", settings.get("warmup") or 0
+    if cosine or warmup:
         total = settings["epochs"] * steps_per_epoch
         first = resume.after_epoch * steps_per_epoch
-        callbacks.append(CosineSchedule(settings["learning_rate"], total, first, clock))
+        callbacks.append(
+            LearningRate(settings["learning_rate"], total, first, clock, cosine, warmup)
+        )
     return callbacks
 
 
@@ -511,30 +606,26 @@ def train(
     task=None,
     threads=1,
     log=print,
+    code=None,
 ):
     """Train settings["model"] (or settings["preset"]) and write the model, its per-epoch history
     and a summary; TensorBoard logs go to a tensorboard/ folder beside the model.
 
     split_tsv says which image is on which side; patch_files maps each image id to its patch file
     (whole images with data["sampling"] == "random"); data holds the patch settings (size, stride,
-    sampling) and max_val_patches. If an earlier run with the same settings and data was
-    interrupted, training resumes from its last finished epoch; the backup lives under
-    resume_root, outside the rule's outputs, because Snakemake deletes the outputs of a failed job.
+    sampling) and max_val_patches. If an earlier run with the same settings, data and code
+    version (`code`, the rule's hash of the modules training runs) was interrupted, training
+    resumes from its last finished epoch; the backup lives under resume_root, outside the rule's
+    outputs, because Snakemake deletes the outputs of a failed job.
     """
     task = task or {"kind": "reconstruct"}
     started_at = time.time()
-    backend.configure(threads)
-    check_gpu(settings, log)
-    policy, why = backend.precision(settings.get("precision", "float32"))
-    keras.config.set_dtype_policy(policy)
-    log(f"precision {policy}: {why}")
-    keras.utils.set_random_seed(settings["seed"])
+    policy, why = _set_up(settings, threads, log)
     source, val = load_data(split_tsv, patch_files, data, settings["seed"])
     val_in, val_target = validation_pair(val, task)
-
     spec = model_spec(settings, task)
     inputs = [split_tsv, *sorted(patch_files.values()), *([spec["init"]] if "init" in spec else [])]
-    resume = resume_state(resume_root, {**settings, **data}, task, *inputs, log=log)
+    resume = resume_state(resume_root, {**settings, **data, "code": code}, task, *inputs, log=log)
     core, trainer, info, used = compiled_model(settings, data, task, log)
     log(
         f"model {models.label(spec)}: {info}; {len(source)} training patches per epoch from "
@@ -554,8 +645,14 @@ def train(
         steps=settings.get("steps_per_epoch"),
         task=task,
     )
-    validation = Validation(core, val_in, val_target, settings["loss"])
-    clock = Clock(batches.patches_per_epoch, settings.get("max_minutes"), validation)
+    validation = Validation(core, val_in, val_target, settings["loss"], task, resume.best())
+    clock = Clock(
+        batches.patches_per_epoch,
+        settings.get("max_minutes"),
+        validation,
+        resume.meta.get("seconds", 0.0),
+        resume.after_epoch,
+    )
     board = tensorboard(Path(out_model).parent / "tensorboard", resume.after_epoch, log)
     callbacks = _callbacks(settings, resume, clock, validation, len(batches), board)
     try:
@@ -569,12 +666,13 @@ def train(
 
     weight_copies = backend.copies(core.trainable_variables[0])
     core = _on_one_device(core, settings, task, used)
-    figures, flags = quality_flags(core, in_batches(val_in, val_target), settings["loss"], task)
+    table = _history_table(next(c for c in callbacks if isinstance(c, Backup)).rows)
+    kept = _keep(core, settings, validation, len(table), log)
+    figures, flags = quality_flags(core, val_in, val_target, settings["loss"], task)
     for flag in flags:
         log(f"warning: {flag}")
     with atomic(out_model) as tmp:
         core.save(tmp)
-    table = _history_table(next(c for c in callbacks if isinstance(c, Backup)).rows)
     write_tsv(table.assign(epoch=table.epoch + 1), out_history)
     summary = {
         **({"preset": spec["preset"]} if "preset" in spec else {}),
@@ -592,6 +690,7 @@ def train(
         "precision": policy,
         "precision_reason": why,
         "epochs": int(len(table)),
+        "kept_epoch": kept,
         "resumed_from_epoch": resume.after_epoch,
         "stopped_by_budget": clock.stopped_at is not None,
         "sampling": data.get("sampling", "grid"),
@@ -601,10 +700,12 @@ def train(
         "val_patches": int(len(val)),
         "patches_per_s": clock.patches_per_s(),
         "wall_s": round(wall, 1),
+        "train_s": round(clock.elapsed(), 1),
         "started_at": round(started_at, 3),
         "ended_at": round(time.time(), 3),
         "final_loss": float(table["loss"].iloc[-1]),
         "final_val_loss": float(table["val_loss"].iloc[-1]),
+        "kept_val_loss": float(table["val_loss"].iloc[kept - 1]),
         **figures,
         "flags": flags,
         "settings": settings,
@@ -617,16 +718,43 @@ def train(
     return summary
 
 
+def _set_up(settings, threads, log):
+    """The job's threads, its devices checked, the precision policy and the random seed; returns
+    the policy and why it was chosen."""
+    backend.configure(threads)
+    check_gpu(settings, log)
+    policy, why = backend.precision(settings.get("precision", "float32"))
+    keras.config.set_dtype_policy(policy)
+    log(f"precision {policy}: {why}")
+    keras.utils.set_random_seed(settings["seed"])
+    return policy, why
+
+
+def _keep(core, settings, validation, epochs, log):
+    """Give core the weights to save: the best validation epoch's (train.keep best), or the last
+    epoch's (with train.ema, fit has left the moving averages in the model). Returns the epoch."""
+    if settings.get("keep", "best") == "best" and validation.best is not None:
+        epoch, loss, weights = validation.best
+        if epoch != epochs:
+            core.set_weights(weights)
+            log(f"keeping the weights of epoch {epoch}, the lowest validation loss ({loss:.6f})")
+        return epoch
+    return epochs
+
+
 WEIGHTS, HISTORY, STATE = "backup.weights.h5", "history.tsv", "state.json"
+BEST = "best.npz"  # the best epoch's weights, as the arrays of core.get_weights()
 
 
 def _sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _save_state(folder, model, rows, keep):
-    """Write the weights, the history and a state.json with their checksums into a hidden folder,
-    then rename it to epoch-NNNNNN: one atomic step. Older backups beyond keep are removed."""
+def _save_state(folder, model, rows, keep, seconds=0.0, best=None):
+    """Write the weights, the history, the best epoch's weights and a state.json with their
+    checksums, the training seconds spent and the best epoch, into a hidden folder, each file
+    flushed to disk, then rename it to epoch-NNNNNN: one atomic step. Older backups beyond keep
+    are removed."""
     final = folder / f"epoch-{len(rows):06d}"
     tmp = folder / f".{final.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -634,17 +762,24 @@ def _save_state(folder, model, rows, keep):
         tmp.mkdir(parents=True)
         model.save_weights(str(tmp / WEIGHTS))
         _history_table(rows).to_csv(tmp / HISTORY, sep="\t", index=False)
-        state = {
-            "epoch": len(rows),
-            WEIGHTS: _sha256(tmp / WEIGHTS),
-            HISTORY: _sha256(tmp / HISTORY),
-        }
+        state = {"epoch": len(rows), "seconds": seconds}
+        files = [WEIGHTS, HISTORY]
+        if best is not None:
+            with open(tmp / BEST, "wb") as f:
+                np.savez(f, **{f"w{k}": w for k, w in enumerate(best[2])})
+            state.update(best_epoch=best[0], best_val_loss=best[1])
+            files.append(BEST)
+        state.update({name: _sha256(tmp / name) for name in files})
         (tmp / STATE).write_text(json.dumps(state))
+        for name in [*files, STATE]:
+            fsync(tmp / name)
+        fsync(tmp)
         shutil.rmtree(final, ignore_errors=True)  # only after a damaged backup was passed over
         os.replace(tmp, final)
+        fsync(folder)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if named := naming(e, final, tmp, tmp / WEIGHTS, tmp / HISTORY, tmp / STATE):
+        if named := naming(e, final, tmp, *(tmp / n for n in (WEIGHTS, HISTORY, BEST, STATE))):
             raise named from e
         raise
     for old in sorted(folder.glob("epoch-*"))[:-keep]:
@@ -666,26 +801,27 @@ def _remove(path):
 
 
 def _restorable(state):
-    """(history rows, None) if the backup folder is whole and consistent, else (None, reason)."""
+    """(history rows, state.json, None) if the backup folder is whole and consistent, else
+    (None, None, reason)."""
     import pandas as pd
 
     try:
         meta = json.loads((state / STATE).read_text())
         epoch = int(meta["epoch"])
     except FileNotFoundError:
-        return None, f"no {STATE}"
+        return None, None, f"no {STATE}"
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return None, f"unreadable {STATE}: {type(e).__name__}: {e}"
-    for name in (WEIGHTS, HISTORY):
+        return None, None, f"unreadable {STATE}: {type(e).__name__}: {e}"
+    for name in (WEIGHTS, HISTORY, *([BEST] if BEST in meta else [])):
         try:
             if _sha256(state / name) != meta.get(name):
-                return None, f"{name} does not match its checksum"
+                return None, None, f"{name} does not match its checksum"
         except OSError as e:
-            return None, f"{name}: {e.strerror or e}"
+            return None, None, f"{name}: {e.strerror or e}"
     rows = pd.read_csv(state / HISTORY, sep="\t").to_dict("records")
     if epoch < 1 or [r["epoch"] for r in rows] != list(range(epoch)):
-        return None, f"its history does not reach epoch {epoch}"
-    return rows, None
+        return None, None, f"its history does not reach epoch {epoch}"
+    return rows, meta, None
 
 
 def _history_table(rows):

@@ -121,6 +121,20 @@ def _same_before(k, s):
     return max(k - s, 0) // 2
 
 
+def _bicubic_reach(reach, factor):
+    """After a bicubic enlargement: output pixel o is made of input pixels floor(x) - 1 ..
+    floor(x) + 2 around x = (o + 0.5) / factor - 0.5 (tessera.models.layers.Bicubic)."""
+    step = reach.step / factor
+    lo = hi = None
+    for o in range(factor):  # the pattern repeats every factor output pixels
+        x = math.floor(Fraction(2 * o + 1, 2 * factor) - Fraction(1, 2))
+        first = (x - 1) * reach.step + reach.lo - o * step
+        last = (x + 2) * reach.step + reach.step - 1 + reach.hi - (o * step + step - 1)
+        lo = first if lo is None else min(lo, first)
+        hi = last if hi is None else max(hi, last)
+    return _Reach(step, lo, hi)
+
+
 def _layer_reach(layer, reach, axis):
     """The reach after one layer, from its configuration; None for a layer this cannot read."""
     kind = type(layer).__name__
@@ -142,6 +156,8 @@ def _layer_reach(layer, reach, axis):
         return reach.transposed(k, s, _same_before(k, s) if c["padding"] == "same" else 0)
     if kind == "FillHoles":
         return reach.window(2 * 2 * FILL_STEPS + 1, 1, 2 * FILL_STEPS)
+    if kind == "Bicubic":
+        return _bicubic_reach(reach, c["factor"])
     if kind == "Cropping2D":
         return reach.shifted(c["cropping"][axis][0])
     if kind == "ZeroPadding2D":

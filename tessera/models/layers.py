@@ -82,14 +82,82 @@ def mask_layers():
     return _MASK_LAYERS
 
 
-def shuffle_kernel(channels=3):
-    # The one-hot kernel of a 2x2 pixel unshuffle: input pixel (dy, dx) of channel c goes to
-    # channel (2 * dy + dx) * channels + c (the order of depth_to_space), so a stride-2
-    # convolution with it is the unshuffle, and the transposed convolution with it the shuffle:
-    # plain layers, which save, load and have their reach read like any other.
-    k = np.zeros((2, 2, channels, 4 * channels), np.float32)
-    for dy in range(2):
-        for dx in range(2):
+def shuffle_kernel(channels=3, factor=2):
+    # The one-hot kernel of a factor x factor pixel unshuffle: input pixel (dy, dx) of channel c
+    # goes to channel (factor * dy + dx) * channels + c (the order of depth_to_space), so a
+    # stride-factor convolution with it is the unshuffle, and the transposed convolution with it
+    # the shuffle (the sub-pixel convolution of ESPCN): plain layers, which save, load, export
+    # and have their reach read like any other.
+    k = np.zeros((factor, factor, channels, factor * factor * channels), np.float32)
+    for dy in range(factor):
+        for dx in range(factor):
             for c in range(channels):
-                k[dy, dx, c, (2 * dy + dx) * channels + c] = 1.0
+                k[dy, dx, c, (factor * dy + dx) * channels + c] = 1.0
     return k
+
+
+def cubic(x, a=-0.5):
+    """Keys' cubic convolution kernel, as Pillow's and most bicubic resizers use (a = -0.5)."""
+    x = np.abs(np.asarray(x, np.float64))
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+BICUBIC_PAD = 2  # the cubic kernel's reach, in input pixels
+
+
+def bicubic_taps(factor):
+    """(first, taps): output pixel o of a bicubic enlargement by a whole factor (pixel centres
+    aligned, as Pillow's) is the sum over input pixels j of in[j] * taps[o - factor * j - first]."""
+    # input pixel j weighs w((o + 0.5) / factor - 0.5 - j), nonzero for |that| < 2
+    first = int(np.floor(-1.5 * factor - 0.5)) + 1
+    last = int(np.ceil(2.5 * factor - 0.5)) - 1
+    d = np.arange(first, last + 1)
+    return first, cubic((d + 0.5) / factor - 0.5).astype(np.float32)
+
+
+_UPSCALE_LAYERS = []
+
+
+def upscale_layers():
+    """The class of Bicubic(factor): a bicubic enlargement by a whole factor, the base an
+    upscaling network adds its correction to, so that an untrained one is bicubic. The image is
+    mirrored by BICUBIC_PAD pixels at its edges (symmetric), then one transposed convolution with
+    the separable cubic taps (stride factor), cropped: fixed, so the same in training, tiles and
+    export. Computed in float32."""
+    if _UPSCALE_LAYERS:
+        return _UPSCALE_LAYERS[0]
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="tessera")
+    class Bicubic(keras.layers.Layer):
+        def __init__(self, factor, **kwargs):
+            super().__init__(**{"dtype": "float32", **kwargs})
+            self.factor = int(factor)
+            first, taps = bicubic_taps(self.factor)
+            # the transposed convolution of the padded input holds output pixel o at o + start
+            self.start = BICUBIC_PAD * self.factor - first
+            self.end = (2 * BICUBIC_PAD - 1) * self.factor + len(taps) - self.start
+            kernel = np.zeros((len(taps), len(taps), 3, 3), np.float32)
+            for c in range(3):
+                kernel[:, :, c, c] = np.outer(taps, taps)
+            self.kernel = kernel
+
+        def call(self, x):
+            p = BICUBIC_PAD
+            x = ops.pad(ops.cast(x, "float32"), ((0, 0), (p, p), (p, p), (0, 0)), "symmetric")
+            y = ops.conv_transpose(x, ops.convert_to_tensor(self.kernel), self.factor, "valid")
+            s, e = self.start, self.end
+            return y[:, s:-e, s:-e, :]
+
+        def compute_output_shape(self, shape):
+            n, h, w, c = shape
+            return (n, h and h * self.factor, w and w * self.factor, c)
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+    _UPSCALE_LAYERS.append(Bicubic)
+    return Bicubic

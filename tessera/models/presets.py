@@ -7,6 +7,53 @@ from tessera.models import layers as layers_
 from tessera.models.registry import Arg, preset
 
 _PADDING = Arg("padding", "same", choices=("same", "valid"))
+_FACTOR = Arg("factor", 1, 1, 4)
+
+# He initialisation for every convolution a ReLU follows: it keeps the activations' scale from
+# layer to layer. Keras' default (Glorot) halves their variance at each ReLU layer, so in an
+# 8-layer network the last hidden layer's activations are a hundredth of the input's; Adam then
+# moves the biases by the learning rate whatever the activations' scale, a few steps push them
+# below zero, and the ReLUs die for good: the network's output stays its input.
+HIDDEN_INIT = "he_normal"
+# The last layer of a residual network (the correction it adds to its input) starts small, not
+# zero: at zero, the hidden layers get no gradient until it has grown, and what reaches them
+# first is noise that Adam scales up to full steps. Small enough that the untrained network
+# gives its input back within a fraction of an 8-bit level.
+HEAD_STDDEV = 1e-4
+
+
+def _conv(n, kernel=3, **kwargs):
+    """A convolution followed by a ReLU, He-initialised."""
+    from keras import layers
+
+    options = {"padding": "same", "activation": "relu", "kernel_initializer": HIDDEN_INIT}
+    return layers.Conv2D(n, kernel, **{**options, **kwargs})
+
+
+def _head(channels, kernel=3, **kwargs):
+    """The last convolution of a residual network: its correction, small at first, in float32
+    (under a mixed precision policy the image it is added to must not be rounded to bfloat16's
+    8 bits of mantissa)."""
+    from keras import initializers, layers
+
+    init = initializers.RandomNormal(stddev=HEAD_STDDEV)
+    options = {"padding": "same", "dtype": "float32", "kernel_initializer": init}
+    return layers.Conv2D(channels, kernel, **{**options, **kwargs})
+
+
+def _enlarged(small, correction, factor):
+    """An upscaling network's answer: the bicubic enlargement of its input plus its correction,
+    made at the small image's resolution with factor**2 channels per colour and put in place by
+    a pixel shuffle (ESPCN's sub-pixel convolution)."""
+    from keras import layers
+
+    shuffle = layers.Conv2DTranspose(
+        3, factor, strides=factor, use_bias=False, trainable=False, name="shuffle", dtype="float32"
+    )
+    moved = shuffle(correction)
+    shuffle.set_weights([layers_.shuffle_kernel(3, factor)])
+    base = layers_.upscale_layers()(factor, name="bicubic")(small)
+    return layers.Add(dtype="float32")([base, moved])
 
 
 def _input(mask):
@@ -75,10 +122,12 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
     from keras import layers
 
     def conv(n, strides=1):
-        return layers.Conv2D(n, kernel, strides=strides, padding="same", activation="relu")
+        return _conv(n, kernel, strides=strides)
 
     def up(n):
-        return layers.Conv2DTranspose(n, kernel, strides=2, padding="same", activation="relu")
+        return layers.Conv2DTranspose(
+            n, kernel, strides=2, padding="same", activation="relu", kernel_initializer=HIDDEN_INIT
+        )
 
     inp, x, _ = _input(mask)
     x = conv(width)(x)
@@ -93,33 +142,32 @@ def _compact(width=32, latent=12, kernel=3, mask=None):
 
 @preset(
     "dncnn",
-    "residual denoiser: 8 full-resolution layers predict the noise",
+    "residual network at full resolution: 8 layers predict the damage (x2-x4 with factor)",
     lambda a: 0,
-    (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING),
+    (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING, _FACTOR),
 )
-def _dncnn(depth=8, width=32, padding="same", mask=None):
+def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
-    # from the input (DnCNN's residual learning). The noise layer starts at zero, so the untrained
-    # network is the identity: it never has to learn to copy the image, and it starts at the
-    # input's own score rather than below it (a random residual adds a noise of its own). With
-    # valid convolutions each layer trims a pixel from every side, and the input is cropped to
-    # match before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel
-    # is made from padding.
+    # from the input (DnCNN's residual learning); the untrained network is about the identity
+    # (_head), so it starts at the input's own score rather than below it. With valid
+    # convolutions each layer trims a pixel from every side, and the input is cropped to match
+    # before the subtraction (the blog post's "32 in, 24 out" for depth 4): no output pixel is
+    # made from padding. With a factor above 1 (task upscale) the same stack works on the small
+    # image and its correction is shuffled onto a bicubic enlargement (_enlarged).
     from keras import layers
 
+    if factor > 1 and mask is not None:
+        raise ValueError("an enlarging network takes no mask of holes")
     inp, x, start = _input(mask)
-    x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
-    for _ in range(depth - 2):
-        x = layers.Conv2D(width, 3, padding=padding, activation="relu")(x)
-    # The noise estimate and the subtraction stay in float32 under a mixed precision policy, so
-    # the clean image is not rounded to bfloat16's 8 bits of mantissa.
-    residual = layers.Conv2D(
-        3, 3, padding=padding, name="noise", dtype="float32", kernel_initializer="zeros"
-    )(x)
+    for _ in range(depth - 1):
+        x = _conv(width, padding=padding)(x)
+    residual = _head(3 * factor * factor, padding=padding, name="noise")(x)
     if padding == "same":
         image, given = inp, start
     else:
         image, given = layers.Cropping2D(depth)(inp), layers.Cropping2D(depth)(start)
+    if factor > 1:
+        return _model(inp, image, _enlarged(given, residual, factor), "dncnn", mask)
     return _model(inp, image, layers.Subtract(dtype="float32")([given, residual]), "dncnn", mask)
 
 
@@ -137,12 +185,12 @@ def _unet(width=16, levels=2, output="direct", mask=None):
     # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
     # beside the encoder's features of the same resolution, so detail skips the bottleneck. With
     # output "residual" it predicts a correction that is added to its input, as dncnn does, and
-    # starts as the identity (restoration: most of the answer is the input itself).
+    # starts as about the identity (restoration: most of the answer is the input itself).
     from keras import layers
 
     def block(x, n):
         for _ in range(2):
-            x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+            x = _conv(n)(x)
         return x
 
     inp, x, start = _input(mask)
@@ -157,8 +205,7 @@ def _unet(width=16, levels=2, output="direct", mask=None):
         x = block(layers.Concatenate()([x, skips[level]]), width * 2**level)
     if output == "direct":
         return _model(inp, inp, layers.Conv2D(3, 1)(x), "unet", mask)
-    # float32, as dncnn's noise layer, so the image is not rounded to bfloat16
-    correction = layers.Conv2D(3, 1, dtype="float32", kernel_initializer="zeros")(x)
+    correction = _head(3, 1)(x)
     return _model(inp, inp, layers.Add(dtype="float32")([start, correction]), "unet", mask)
 
 
@@ -167,8 +214,8 @@ def _residual_block(x, n):
     from keras import layers
 
     shortcut = x if x.shape[-1] == n else layers.Conv2D(n, 1)(x)
-    y = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
-    y = layers.Conv2D(n, 3, padding="same")(y)
+    y = _conv(n)(x)
+    y = layers.Conv2D(n, 3, padding="same", kernel_initializer=HIDDEN_INIT)(y)
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
@@ -184,7 +231,7 @@ def _resnet(width=24, depth=2, latent=12, mask=None):
     from keras import layers
 
     inp, x, _ = _input(mask)
-    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    x = _conv(width)(x)
     for level in range(depth):
         x = layers.MaxPooling2D(2)(_residual_block(x, width * 2**level))
     x = layers.Conv2D(latent, 1, name="latent")(x)
@@ -212,8 +259,8 @@ def _ffdnet(depth=8, width=64, mask=None):
     )
     x = unshuffle(x)
     for _ in range(depth - 1):
-        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    x = layers.Conv2D(12, 3, padding="same", dtype="float32", kernel_initializer="zeros")(x)
+        x = _conv(width)(x)
+    x = _head(12)(x)
     shuffle = layers.Conv2DTranspose(
         3, 2, strides=2, use_bias=False, trainable=False, name="shuffle", dtype="float32"
     )

@@ -107,8 +107,10 @@ def normalise(spec):
     """The model section of a config (or a preset's name) with every default filled in and every
     argument checked: {"preset": name, **arguments}, or for a network of one's own {"file",
     "function", "args", "hash"} (the hash of the file's code, comments left out), plus "init"
-    when training starts from earlier weights, and "mask" (a fill colour) when the task tells the
-    network where its holes are (tessera.tasks.restore). Raises TesseraError naming the key."""
+    when training starts from earlier weights, "mask" (a fill colour) when the task tells the
+    network where its holes are (tessera.tasks.restore), and "factor" when the task enlarges
+    (tessera.tasks.upscale): a preset's argument, or what a model file's output scale must be.
+    Raises TesseraError naming the key."""
     from tessera import codeversion
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
@@ -121,7 +123,7 @@ def normalise(spec):
                 f"model.file: {spec['file']} gets the image alone; a mask of holes goes to the "
                 "presets only (set mask: false on the holes degradation)"
             )
-        extra = sorted(set(spec) - set(_FILE_KEYS) - {"hash"})
+        extra = sorted(set(spec) - set(_FILE_KEYS) - {"hash", "factor"})
         if extra:
             raise TesseraError(
                 f"model.{extra[0]}: a model file takes only {', '.join(_FILE_KEYS)} (and init); "
@@ -139,11 +141,21 @@ def normalise(spec):
             "args": args,
             "hash": codeversion.file_hash(path),
         }
+        if spec.get("factor", 1) != 1:
+            out["factor"] = spec["factor"]
     else:
         name = spec.pop("preset", None) or DEFAULT_PRESET
         preset = get_preset(name)
         declared = {a.name: a for a in preset.args}
         for key in spec:
+            if key == "factor" and key not in declared:
+                enlarging = sorted(
+                    p for p, v in PRESETS.items() if "factor" in (a.name for a in v.args)
+                )
+                raise TesseraError(
+                    f"model.preset: {name} cannot enlarge an image (task.kind upscale); use "
+                    f"{' or '.join(enlarging)}, or a model file of your own that enlarges"
+                )
             if key not in declared:
                 takes = preset.arguments() or "no arguments"
                 raise TesseraError(

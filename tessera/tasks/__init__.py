@@ -12,4 +12,4 @@ from tessera.tasks.registry import (  # noqa: F401
     register,
     rng_for,
 )
-from tessera.tasks import reconstruct, denoise, restore, paired  # noqa: F401, E402
+from tessera.tasks import reconstruct, denoise, restore, paired, upscale  # noqa: F401, E402

@@ -38,7 +38,18 @@ The rest of what a task says:
   (None: the input is the image itself); `input_word` names the input in warnings and verdicts.
 - `input_is_target`: the input is the truth, so apply can measure its outputs against it.
 - `model_options(spec)`: what the task adds to the model section (a fill colour under "mask",
-  so that the network is given a mask of its holes; tessera.models).
+  so that the network is given a mask of its holes; a "factor" for a network that enlarges;
+  tessera.models).
+- `scale(spec)`: how many times larger than its input the model's output is (1 but for upscale).
+  A task of scale f hands the device its input as 6-channel patches too, each input pixel
+  repeated f x f times, so that flips and turns keep the two sides aligned; the training step
+  takes every f-th pixel back.
+- `truth(clean, spec)`: what an output is measured against (an upscale task crops the image to
+  a multiple of its factor); `as_output(given, spec)`: the input as an output would be, to
+  measure against the truth (an upscale task's bicubic enlargement); `pictures(given, spec)`:
+  more pictures for the report beside the input.
+- `loss_weights(given, spec)` (keras.ops, in the training step): where the loss is counted, or
+  None for everywhere (holes the network alone may change: the loss is their mean).
 """
 
 import numpy as np
@@ -93,6 +104,21 @@ class Task:
     def model_options(self, spec):
         return {}
 
+    def scale(self, spec):
+        return 1
+
+    def truth(self, clean, spec):
+        return clean
+
+    def as_output(self, given, spec):
+        return given
+
+    def pictures(self, given, spec):
+        return []
+
+    def loss_weights(self, given, spec):
+        return None
+
     def on_host(self, patches, spec, rng):
         return patches
 
@@ -116,7 +142,7 @@ class Task:
         per pixel), the input itself first, then each classical method with its chosen
         parameter; and the fixed draw's extra (a mask of holes is measured apart)."""
         given, extra = self.fixed(clean, spec, image_id)
-        rows = [(f"{self.input_word} input", None, given, None)]
+        rows = [(f"{self.input_word} input", None, self.as_output(given, spec), None)]
         table = self.baselines(spec)
         for name, value in params.items():
             rows.append((name, value, table[name][0](given, value, extra), None))

@@ -192,6 +192,17 @@ class Restore(Task):
         masked = any(d["kind"] == "holes" and d.get("mask", True) for d in spec["degradations"])
         return {"mask": HOLE_FILL} if masked else {}
 
+    def loss_weights(self, given, spec):
+        """Told the holes, the network changes them alone: the loss is their mean, not the
+        mean over every pixel, of which they are a few percent (averaged over all, the error
+        the network can act on is lost in the rest, and Adam's steps with it)."""
+        if not self.model_options(spec):
+            return None
+        from keras import ops
+
+        near = ops.abs(ops.cast(given, "float32") - HOLE_FILL) < 0.5
+        return ops.cast(ops.all(near, axis=-1, keepdims=True), "float32")
+
     def baselines(self, spec):
         table = {}
         for d in spec["degradations"]:

@@ -180,7 +180,7 @@ def test_validation_in_batches_gives_keras_own_val_loss(tmp_path):
     val = strip_patches(70)
     x = val.astype(np.float32) / 255
     # batches of 32: two whole ones and a padded one, whose repeats must not count
-    ours = train.evaluate(core, in_batches(val, val, size=32), "mse")["model"]
+    ours = train.evaluate(core, in_batches(val, val, val, size=32), "mse")["model"]
     theirs = core.evaluate(x, x, batch_size=70, verbose=0)
     assert ours == pytest.approx(theirs, rel=1e-5)
 
@@ -287,7 +287,7 @@ def trained_pair(task, patches, first_epoch=0, batch=0, epochs_on=0):
         data.on_epoch_end()
     (x, codes, offsets), _ = data[batch]
     out = np.asarray(identity_trainer(task)((x, codes, offsets))) * 255
-    return np.rint(out[..., :3]), np.rint(out[..., 3:]), x, codes
+    return np.rint(out[..., :3]), np.rint(out[..., 3:6]), x, codes
 
 
 @pytest.mark.parametrize("task", EVERY_TASK.values(), ids=EVERY_TASK.keys())

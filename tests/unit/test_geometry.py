@@ -197,7 +197,7 @@ def test_a_valid_model_trains_against_the_centre_of_its_target():
     # float32 of values in 0..1 through one multiply-add per channel: exact but for rounding;
     # against the uncropped target (the patch's edge pixels) the loss would be ~1e-2
     assert history.history["loss"][-1] < 1e-10
-    mean = train.evaluate(core, in_batches(patches, patches, size=8), "mse")
+    mean = train.evaluate(core, in_batches(patches, patches, patches, size=8), "mse")
     assert mean["model"] < 1e-10 < mean["mean_colour"]
     assert mean["ref_std"] == pytest.approx(mean["out_std"], rel=1e-5)
 

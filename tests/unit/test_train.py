@@ -88,8 +88,7 @@ def test_a_flat_output_is_flagged():
             return x * 0 + 0.5
 
     val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
-    x = val.astype(np.float32) / 255
-    figures, flags = train.quality_flags(Flat(), [(x, x, len(x))], "mse", {"kind": "reconstruct"})
+    figures, flags = train.quality_flags(Flat(), val, val, "mse", {"kind": "reconstruct"})
     assert figures["val_contrast_ratio"] < 0.01
     assert any(f.startswith("collapsed") for f in flags)
 
@@ -106,14 +105,11 @@ def test_predicting_each_patchs_mean_colour_is_flagged_and_doing_better_is_not()
             return 0.5 * x + 0.5 * keras.ops.mean(x, axis=(1, 2), keepdims=True)
 
     val = np.stack([sample("astronaut.png", (x, 0, x + 16, 16)) for x in range(0, 320, 16)])
-    x = val.astype(np.float32) / 255
     task = {"kind": "reconstruct"}
-    # in two batches, as training gives them
-    batches = [(x[:7], x[:7], 7), (x[7:], x[7:], len(x) - 7)]
-    figures, flags = train.quality_flags(MeanColour(), batches, "mse", task)
+    figures, flags = train.quality_flags(MeanColour(), val, val, "mse", task)
     assert figures["val_loss_model"] == pytest.approx(figures["val_loss_mean_colour"], rel=1e-4)
     assert any("own mean colour" in f for f in flags)
-    figures, flags = train.quality_flags(Sharper(), batches, "mse", task)
+    figures, flags = train.quality_flags(Sharper(), val, val, "mse", task)
     assert figures["val_loss_model"] == pytest.approx(figures["val_loss_mean_colour"] / 4, rel=1e-3)
     assert not flags
 
