@@ -50,39 +50,12 @@ def atomic(path):
         os.replace(tmp, path)
         # the rename, and the folders made for it, are entries of their folders
         for folder in [path.parent, *(f.parent for f in made)]:
-            fsync_dir(folder)
+            fsync(folder)
     except BaseException as e:
         _remove(tmp)
         if named := naming(e, path, tmp):
             raise named from e
         raise
-
-
-def fsync(path):
-    """Make a written file's data durable: on the disk, not only in the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder):
-    """Make a folder's entries durable: a file renamed into it, or removed from it, stays so after
-    a power cut. Where the system cannot sync a folder (Windows), nothing is done."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except (PermissionError, IsADirectoryError):
-        return  # Windows opens no folder as a file
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # file systems that cannot sync a folder say so (EINVAL); their renames are as durable
-        # as they make them
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _missing_folders(folder):
@@ -166,9 +139,13 @@ def check_writable(folder, key):
 
 def fsync(path):
     """Flush a file's (or a folder's entries') writes to the disk, so that a rename after it
-    survives a power cut or a node that dies, not only a kill."""
+    survives a power cut or a node that dies, not only a kill. A file system that cannot sync a
+    folder says so (EINVAL): its renames are then as durable as it makes them."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP) or not os.path.isdir(path):
+            raise
     finally:
         os.close(fd)

@@ -195,6 +195,12 @@ def check(config, mem_mb=None):
     # what the task adds to the network (a mask of holes) may not fit it: say so before any job
     task_options = tasks.get(config["task"]).model_options(config["task"])
     spec_with_mask = models.normalise({**spec, **task_options})
+    if spec_with_mask.get("factor", 1) != 1 and config["task"]["kind"] != "upscale":
+        raise TesseraError(
+            f"model.factor: {spec['factor']} makes the network enlarge the image, which only "
+            f"task.kind upscale trains (with task.factor); leave it out for task.kind "
+            f"{config['task']['kind']}"
+        )
     preset = models.label(spec)
     m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]
@@ -217,13 +223,16 @@ def check(config, mem_mb=None):
                 f"reconstruct.margin: tile {rec['tile']} - 2 x margin {margin} = {stride} must be a "
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
-    _check_reach(config, models.declared_geometry(spec_with_mask))
+    _check_reach(config, models.declared_geometry(spec_with_mask), tasks.get(config["task"]))
     task = config["task"]
     _check_ranges(task)
-    if task["kind"] == "denoise" and task.get("noise") == "salt_pepper" and task.get("rate") == 0:
+    salt = task["kind"] == "denoise" and task.get("noise") == "salt_pepper"
+    # a rate so small that 1 - rate / 2 rounds to 1 turns no pixel either (and the training
+    # step's quantile of it is infinite)
+    if salt and 1 - task.get("rate", 0.1) / 2 == 1:
         raise TesseraError(
-            "task.rate: 0 adds no salt_pepper noise, nothing to learn to remove; use a rate above 0 "
-            "and up to 1"
+            f"task.rate: {task['rate']} adds no salt_pepper noise, nothing to learn to remove; "
+            "use a rate above 0 and up to 1"
         )
     train = config["train"]
     if train["batch_size"] % train["gpus"]:
@@ -237,21 +246,29 @@ def check(config, mem_mb=None):
     _check_memory(config, mem_mb or {})
 
 
-def _check_reach(config, geometry):
+def _check_reach(config, geometry, task):
     """Patches and tiles that leave the network no output, or a margin below its output border:
     what the training and reconstruction jobs would stop on, for a network whose reach is known
     before it is built (models.declared_geometry; None: measured by the training job)."""
+    size, scale = config["patches"]["size"], task.scale(config["task"])
+    if scale != 1 and size % scale:
+        raise TesseraError(
+            f"patches.size: {size} is not a multiple of task.factor {scale}, which shrinks each "
+            f"patch {scale} times; use {size - size % scale} or {size + scale - size % scale}"
+        )
     if geometry is None:
         return
     multiple, border, radius = geometry
     what = f"{models.label(config['model'])}, whose output is {2 * border} pixels smaller than its input"
-    size = config["patches"]["size"]
-    if 2 * border >= size:
+    if 2 * border >= size // scale:
+        shrunk = f" (shrunk {scale} times by the task)" if scale != 1 else ""
         raise TesseraError(
-            f"patches.size: {size} leaves no output for {what}; use patches larger than "
-            f"{2 * border} (or a shallower network, or padding: same)"
+            f"patches.size: {size}{shrunk} leaves no output for {what}; use patches larger than "
+            f"{2 * border * scale} (or a shallower network, or padding: same)"
         )
     rec = config["reconstruct"]
+    if radius is None:
+        return
     if rec["margin"] is not None and rec["mode"] != "naive" and rec["margin"] < border:
         raise TesseraError(
             f"reconstruct.margin: {rec['margin']} is less than the output border {border} of "

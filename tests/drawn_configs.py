@@ -252,7 +252,7 @@ def configs(draw, folder):
 # The configurations drawn for the jobs' sake: the sections a job is given (those a variant may
 # change), every value inside what the schema allows, and the kinds of task a job can be given
 # without a folder of targets.
-JOB_TASKS = ("reconstruct", "denoise", "restore")
+JOB_TASKS = ("reconstruct", "denoise", "restore", "upscale")
 
 
 @st.composite
@@ -263,6 +263,8 @@ def job_configs(draw, folder):
     config = {"images": str(folder)}
     for key in settings.VARIANT_SECTIONS:
         config[key] = draw(value(top[key], key, odd=None))
+    for key in ("gpus", "require_gpu", "threads"):  # the machine's to give: one device here
+        config["train"].pop(key, None)
     kind = draw(st.sampled_from(JOB_TASKS))
     config["task"]["kind"] = kind
     if kind == "restore":
@@ -341,40 +343,83 @@ def job_settings(c):
     return train, c["patches"], c["task"], rec
 
 
+def _patches(c):
+    """Four random patches of the configuration's size, as the patch stage cuts them."""
+    import numpy as np
+
+    size = c["patches"]["size"]
+    return np.random.default_rng(0).integers(0, 256, (4, size, size, 3), np.uint8)
+
+
+def _ended(step):
+    """None if step() returns, else how it ended: the error's kind and first line."""
+    try:
+        step()
+    except Exception as e:
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+    return None
+
+
+def host_side(c):
+    """The training job's host side for configuration c: a batch of its task's damage drawn as
+    training draws it (tessera.batches.Batches, numpy only), and its fixed validation damage.
+    Returns None, or how it ended."""
+    from tessera import batches
+
+    train, _, task, _ = job_settings(c)
+
+    def step():
+        clean = _patches(c)
+        source = batches.Patches(batches.InMemory([clean]))
+        batches.Batches(source, 2, train["seed"], train["augment"], steps=1, task=task)[0]
+        batches.validation_pair(clean, task)
+
+    return _ended(step)
+
+
+def trainer_side(c):
+    """The training job's network built and the model that trains it made (which refuses a patch
+    the network leaves no output of), without a step. Returns None, or how it ended."""
+    from tessera import batches, train as training
+
+    train, patches, task, _ = job_settings(c)
+
+    def step():
+        network = models.build(training.model_spec(train, task))
+        batches.Trainer(network, patches["size"], task, train["seed"])
+
+    return _ended(step)
+
+
 def run_jobs(c, work, photo):
     """Run in this process what decides whether the jobs of configuration c trip, small: the
     training job's network built and compiled, one batch of its task's damage drawn on the host
-    and one training step, its fixed validation damage; then the reconstruction job's tiles of
-    one photo planned, run through the network and stitched. Returns None, or how it ended (the
-    first line of the error)."""
+    and one training step; then the reconstruction job's tiles of one photo planned, run through
+    the network and stitched. Returns None, or how it ended."""
     import keras
-    import numpy as np
 
-    from tessera import backend, batches, reconstruct, tasks, train as training
+    from tessera import backend, batches, reconstruct, train as training
 
     train, patches, task, rec = job_settings(c)
     size = patches["size"]
     data = {"size": size, "stride": patches["stride"], "sampling": "grid", "max_val_patches": 4}
-    before = keras.config.dtype_policy()
-    try:
+
+    def step():
         keras.config.set_dtype_policy(backend.precision(train["precision"])[0])
         keras.utils.set_random_seed(train["seed"])
         core, trainer, info, _ = training.compiled_model(train, data, task, lambda *_: None)
-        rng = np.random.default_rng(0)
-        clean = rng.integers(0, 256, (4, size, size, 3), np.uint8)
-        source = batches.Patches(batches.InMemory([clean]))
+        source = batches.Patches(batches.InMemory([_patches(c)]))
         given = batches.Batches(source, 2, train["seed"], train["augment"], steps=1, task=task)
         trainer.run_eagerly = True  # one step: tracing it would cost more than running it
         trainer.train_on_batch(*given[0])
-        batches.validation_pair(clean, task)
         summary = {**info, "task": task}
         reconstruct.rebuild(
             core, summary, photo, photo.name, work / "out.png", None, rec["tile"],
             rec["margin"], rec["mode"], 1, task, None, rec["ensemble"],
         )  # fmt: skip
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        return f"{type(e).__name__}: {first}"
+
+    before = keras.config.dtype_policy()
+    try:
+        return _ended(step)
     finally:
         keras.config.set_dtype_policy(before)
-    return None

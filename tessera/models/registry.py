@@ -207,7 +207,8 @@ def declared_size_multiple(spec):
 def declared_geometry(spec):
     """(size multiple, output border, receptive radius) of the network a model section
     describes, known before anything is built; None for a model file, or a preset that declares
-    no reach (both measured by the training job)."""
+    no reach (both measured by the training job). The radius is None for a network that
+    enlarges (its tiles are planned from the built network alone)."""
     from tessera.models.layers import FILL_STEPS
 
     spec = normalise(spec)
@@ -218,7 +219,8 @@ def declared_geometry(spec):
         return None
     # the fill of the holes comes before the network: its reach adds to the network's
     fill = 2 * FILL_STEPS if "mask" in spec else 0
-    return 2 ** p.downsamplings(spec), p.border(spec), p.radius(spec) + fill
+    radius = p.radius(spec) + fill if spec.get("factor", 1) == 1 else None
+    return 2 ** p.downsamplings(spec), p.border(spec), radius
 
 
 def build(spec):

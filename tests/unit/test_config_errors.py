@@ -46,7 +46,7 @@ def test_the_shipped_config_is_valid():
         ({"patches.size": "big"}, 'patches.size: "big" is not allowed; use an integer from 4'),
         ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 is not allowed; use a number > 0"),
         ({"split.val_fraction": 0}, "use a number > 0 and < 1"),
-        ({"train.optimizer": "adamw"}, "use one of: adam, rmsprop, sgd, adagrad"),
+        ({"train.optimizer": "nadam"}, "use one of: adam, adamw, rmsprop, sgd, adagrad"),
         ({"reconstruct.mode": "smooth"}, 'reconstruct.mode: "smooth" is not allowed; use one of'),
         ({"reconstruct.margin": -2}, "use an integer >= 0, or null"),
         ({"max_megapixels": 0}, "max_megapixels: 0 is not allowed; use a number > 0, or null"),

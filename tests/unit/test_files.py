@@ -88,9 +88,9 @@ def test_the_data_and_the_rename_reach_the_disk_in_that_order(tmp_path, monkeypa
 
 
 def test_a_folder_can_be_synced_after_a_removal(tmp_path):
-    # the helper the training backups call after renaming or removing a backup folder
+    # what the training backups call after renaming or removing a backup folder
     (tmp_path / "gone").write_text("x")
     os.unlink(tmp_path / "gone")
-    files.fsync_dir(tmp_path)
+    files.fsync(tmp_path)
     with pytest.raises(FileNotFoundError):
-        files.fsync_dir(tmp_path / "missing")
+        files.fsync(tmp_path / "missing")

@@ -53,6 +53,29 @@ def filled(*changes):
             ],
             "model.preset: seed is the blog post's network layer for layer and takes no mask",
         ),
+        (
+            [("task", {"kind": "denoise", "noise": "salt_pepper", "rate": 1e-300})],
+            "task.rate: 1e-300 adds no salt_pepper noise",
+        ),
+        (
+            [("task", {"kind": "upscale", "factor": 3}), ("model", {"preset": "dncnn"})],
+            "patches.size: 32 is not a multiple of task.factor 3, which shrinks each patch 3 "
+            "times; use 30 or 33",
+        ),
+        (
+            [
+                ("task", {"kind": "upscale", "factor": 2}),
+                ("model", {"preset": "dncnn", "padding": "valid"}),
+            ],
+            "patches.size: 32 (shrunk 2 times by the task) leaves no output for dncnn (padding "
+            "valid), whose output is 16 pixels smaller than its input; use patches larger than 32",
+        ),
+        # an enlarging network for a task whose output is its input's size
+        (
+            [("model", {"preset": "dncnn", "factor": 2})],
+            "model.factor: 2 makes the network enlarge the image, which only task.kind upscale "
+            "trains (with task.factor); leave it out for task.kind reconstruct",
+        ),
         # a range given high first: its middle is fine, the training's draws are not
         (
             [("task", {"kind": "restore", "degradations": [{"kind": "jpeg", "quality": [30, 10]}]})],
