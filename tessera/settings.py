@@ -72,6 +72,16 @@ def _read(value, sub):
     return value if isinstance(parsed, str) else _read(parsed, sub)
 
 
+def config_layers(defaults, files, given):
+    """The settings as given, lowest first: the workflow's own config files that exist, each
+    config file given (--configfile), then the values given (--config)."""
+    layers = []
+    for path in [f for f in defaults if os.path.exists(f)] + list(files):
+        with open(path, encoding="utf-8") as f:
+            layers.append(yaml.safe_load(f) or {})  # YAML reads JSON too
+    return layers + [dict(given)]
+
+
 def layered_model(layers):
     """The model section of settings given in layers (config/config.yaml, each --configfile, then
     --config), each merged into those below it as Snakemake merges them, except that a model
