@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tessera.report import AUTOENCODER  # noqa: E402
-
 READY = ("upscale", "jpeg", "inpaint", "denoise", "paired")
 
 # switch -> (train setting, value when the ready config leaves it off or at its default)
@@ -81,20 +80,23 @@ def run(name, minutes, switches, out):
     return table(folder / "results", overrides["variants"])
 
 
-def scores(results, variant):
+def scores(results, variant, keep=None):
     """Mean validation PSNR of the network, of its input and of each classical method (inside
-    the holes, where the task made holes)."""
+    the holes, where the task made holes), over the validation photos (those of `keep` only,
+    when given)."""
     report = results / variant / "report"
     metrics = pd.read_csv(report / "metrics.tsv", sep="\t")
-    metrics = metrics[metrics.split == "val"]
+    metrics = metrics[(metrics.split == "val") & (metrics.image.isin(keep) if keep else True)]
     holes = "psnr_holes" in metrics
     base = pd.read_csv(report / "baselines.tsv", sep="\t")
-    base = base[(base.split == "val") & (base.method != AUTOENCODER)]
+    base = base[base.image.isin(metrics.image) & (base.method != AUTOENCODER)]
     column = "psnr_holes" if holes else "psnr"
     methods = base.groupby("method")[column].mean()
     inputs = [m for m in methods.index if m.endswith(" input")]
     summary = yaml.safe_load((results / variant / "model" / "summary.json").read_text())
     return {
+        "images": sorted(metrics.image),
+        "train images": summary["train_images"],
         "epochs": summary["epochs"],
         "kept": summary.get("kept_epoch"),
         "psnr": metrics[column].mean(),
@@ -107,7 +109,7 @@ def scores(results, variant):
 
 def table(results, names):
     rows = {name: scores(results, name) for name in names}
-    frame = pd.DataFrame(rows).T
+    frame = pd.DataFrame(rows).T.drop(columns=["images", "train images"])
     frame["margin"] = frame["psnr"].astype(float) - frame["classical psnr"].astype(float)
     return frame
 
