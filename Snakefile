@@ -24,6 +24,17 @@ envvars:
 configfile: "config/config.yaml"
 
 
+# Snakemake merges each layer of settings (config/config.yaml, each --configfile, --config) into
+# those below it; a model section that names its network (a preset or a file) replaces the model
+# below it instead.
+_given = workflow.config_settings
+_layers = settings.config_layers(
+    [] if _given.replace_workflow_config else ["config/config.yaml"],
+    _given.configfiles,
+    _given.config,
+)
+if (_model := settings.layered_model(_layers)) is not None:
+    config["model"] = _model
 # --config values arrive as text; read them as the schema's types before validating.
 config_schema = settings.load_schema(workflow.source_path("config/config.schema.yaml"))
 settings.coerce(config, config_schema)

@@ -49,6 +49,9 @@ rule apply_image:
     params:
         settings=lambda w: settings_of(APPLY["settings"], "reconstruct"),
         max_megapixels=config["max_megapixels"],
+        # the only code that may build a network from a file: the one the user names
+        model_file=lambda w: config["apply"].get("model_file")
+        or APPLY["settings"]["model"].get("file"),
         code=code("apply"),
     script:
         "../scripts/apply.py"

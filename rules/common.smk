@@ -56,10 +56,11 @@ def _variants():
     if grid:
         # Paramspace reads rows as named tuples: its columns must be identifiers, not "train.x"
         columns = [key.replace(".", "_") for key in grid]
-        points = pd.DataFrame(list(itertools.product(*grid.values())), columns=columns)
+        labels = settings.grid_labels(grid).values()  # a model file by its stem
+        points = pd.DataFrame(list(itertools.product(*labels)), columns=columns)
         names = Paramspace(points, filename_params="*", param_sep="~").instance_patterns
-    overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
     try:
+        overrides = {**settings.grid_overrides(grid, names), **config["variants"]}
         return settings.variant_configs(config, config_schema, overrides, MEM_MB)
     except TesseraError as e:
         stop(e)
@@ -326,7 +327,10 @@ def _apply_setup():
                 "model.keras file; leave apply.model out for the model of a run without variants"
             )
         try:
-            summary, _ = applying.read_summary(model)
+            summary, given = applying.read_summary(model)
+            # its network's code, if a file, runs only if named (apply.model_file, model.file)
+            named = a.get("model_file") or config["model"].get("file")
+            models.refuse_unnamed_file(model, given, named)
         except TesseraError as e:
             stop(f"apply.model: {e}")
         paths, c, out = [model, str(summary)], config, results("applied")

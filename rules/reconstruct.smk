@@ -22,6 +22,8 @@ rule reconstruct:
         settings=lambda w: settings_of(conf(w), "reconstruct"),
         task=lambda w: conf(w)["task"],
         max_megapixels=config["max_megapixels"],
+        # the only code that may build the network: the run's own model file
+        model_file=lambda w: conf(w)["model"].get("file"),
         code=code("reconstruct"),
     script:
         "../scripts/reconstruct.py"
@@ -56,6 +58,8 @@ rule seams:
         },
         task=lambda w: conf(w)["task"],
         max_megapixels=config["max_megapixels"],
+        # the only code that may build the network: the run's own model file
+        model_file=lambda w: conf(w)["model"].get("file"),
         code=code("reconstruct"),
     script:
         "../scripts/reconstruct.py"

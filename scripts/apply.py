@@ -20,7 +20,9 @@ with job(snakemake.log[0], snakemake.rule), gpu:
     elif snakemake.rule == "apply_image":
         p = snakemake.params.settings
         backend.configure(snakemake.threads)
-        model, summary = apply.load(snakemake.input.model, snakemake.input.summary)
+        model, summary = apply.load(
+            snakemake.input.model, snakemake.input.summary, snakemake.params.model_file
+        )
         record = apply.apply_image(
             model,
             summary,

@@ -24,5 +24,6 @@ with job(snakemake.log[0], "reconstruct"), backend.shared_gpu():
         task=snakemake.params.task,
         max_megapixels=snakemake.params.max_megapixels,
         target_path=snakemake.input.target or None,
+        model_file=snakemake.params.model_file,
     )
     print(record)

@@ -74,6 +74,13 @@ def parser():
         help="the model's summary.json (default: summary.json next to MODEL)",
     )
     apply.add_argument(
+        "--model-file",
+        metavar="PATH",
+        help="for a model trained with a network of one's own (model.file), the Python file that "
+        "builds it: its code runs, so it runs only when named here (as Keras' safe_mode=False), "
+        "and only if it is the code the model was trained with (default: refuse such a model)",
+    )
+    apply.add_argument(
         "--tile",
         type=_positive_int,
         default=128,
@@ -132,10 +139,11 @@ def parser():
 
 
 def run_apply(args):
-    from tessera import apply
+    from tessera import apply, models
 
     # Checked before TensorFlow starts, so a wrong path is reported at once.
-    apply.read_summary(args.model, args.summary)
+    _, summary = apply.read_summary(args.model, args.summary)
+    models.refuse_unnamed_file(args.model, summary, args.model_file)
     apply.check_output(args.input, args.output, args.overwrite)
     with _native_stderr_quiet():
         import keras  # noqa: F401
@@ -161,6 +169,7 @@ def run_apply(args):
         progress=bar,
         warn=lambda line: tqdm.tqdm.write(f"tessera apply: warning: {line}", file=sys.stderr),
         overwrite=args.overwrite,
+        model_file=args.model_file,
     )
     written = len(done.records)
     skipped = f"{len(done.skipped)} skipped, listed in {done.skipped_tsv}"

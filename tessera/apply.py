@@ -136,11 +136,13 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def load(model_path, summary_path=None):
-    """The Keras model and its summary dict; any problem with either file is one TesseraError."""
+def load(model_path, summary_path=None, model_file=None):
+    """The Keras model and its summary dict; any problem with either file is one TesseraError.
+    model_file: the Python file that builds the network of a model trained with model.file, named
+    by the user (its code runs); without it such a model is refused."""
     summary_path, summary = read_summary(model_path, summary_path)
     try:
-        model, _ = rec.load(model_path, summary_path)
+        model, _ = rec.load(model_path, summary_path, model_file)
     except TesseraError:
         raise
     except Exception as e:
@@ -235,6 +237,7 @@ def apply_folder(
     progress=None,
     warn=None,
     overwrite=False,
+    model_file=None,
 ):
     """Apply a model to one image file, or to every image of a folder as the workflow finds them.
 
@@ -242,13 +245,13 @@ def apply_folder(
     files that could not be used, each also passed to warn as "skipped <path>: <reason>"). progress
     wraps the list of images (a progress bar). An out_dir that already holds those tables is
     refused unless overwrite is set. When an image fails for another reason than its file, the
-    tables of the images done before it are written and the TesseraError names it. Returns an
-    Applied.
+    tables of the images done before it are written and the TesseraError names it. model_file:
+    as for load. Returns an Applied.
     """
     warn = warn or functools.partial(print, file=sys.stderr)
     source, out_dir = Path(source), Path(out_dir)
     check_output(source, out_dir, overwrite)
-    model, summary = load(model_path, summary_path)
+    model, summary = load(model_path, summary_path, model_file)
     check_tiling(summary, tile, margin, mode, batch_size)
     folder, found, skipped = inputs(source, out_dir, recursive)
     todo = [(folder / path, image) for image, path in found.items()]

@@ -60,10 +60,18 @@ def copies(variable):
     return 1
 
 
+# The backends the tests run under (requirements-test.txt installs them); any other that Keras
+# offers (torch) may work, untested.
+TESTED = ("tensorflow", "jax")
+
+
 def describe():
     """One line for the log: the backend, the devices it sees, and what the scheduler gave the job."""
+    untested = (
+        "" if name() in TESTED else f" (untested: Tessera is tested on {' and '.join(TESTED)})"
+    )
     return (
-        f"backend {name()}, devices {devices()}, "
+        f"backend {name()}{untested}, devices {devices()}, "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"
     )
 

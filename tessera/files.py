@@ -2,6 +2,8 @@
 
 A job killed mid-write, or a disk that fills, leaves at most a hidden temporary file beside the
 output; the output itself appears (by an atomic rename in the same folder) only once complete.
+The data reaches the disk (fsync) before the rename, and the rename itself after it (fsync of
+the folder), so that a power cut or a node that dies cannot leave a renamed but empty file.
 """
 
 import contextlib
@@ -41,14 +43,29 @@ def atomic(path):
     path = Path(path)
     tmp = temporary(path)
     try:
+        made = _missing_folders(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        fsync(tmp)
         os.replace(tmp, path)
+        # the rename, and the folders made for it, are entries of their folders
+        for folder in [path.parent, *(f.parent for f in made)]:
+            fsync(folder)
     except BaseException as e:
         _remove(tmp)
         if named := naming(e, path, tmp):
             raise named from e
         raise
+
+
+def _missing_folders(folder):
+    """The folders of a path that do not exist yet, deepest first."""
+    missing = []
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def naming(exception, path, *aliases):
@@ -122,9 +139,13 @@ def check_writable(folder, key):
 
 def fsync(path):
     """Flush a file's (or a folder's entries') writes to the disk, so that a rename after it
-    survives a power cut or a node that dies, not only a kill."""
+    survives a power cut or a node that dies, not only a kill. A file system that cannot sync a
+    folder says so (EINVAL): its renames are then as durable as it makes them."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP) or not os.path.isdir(path):
+            raise
     finally:
         os.close(fd)

@@ -223,9 +223,11 @@ def seam_ratio(clean, rebuilt, plan):
     return round(float(err[near].mean() / max(away, 1e-9)), 4)
 
 
-def load(model_path, summary_path):
+def load(model_path, summary_path, model_file=None):
+    """The trained model and its summary; model_file: the Python file that may build its network
+    (models.load_trained)."""
     summary = json.loads(Path(summary_path).read_text())
-    return models.load_trained(model_path, summary), summary
+    return models.load_trained(model_path, summary, model_file), summary
 
 
 def plan_for(image, summary, tile, margin, mode):
@@ -349,10 +351,12 @@ def run(
     max_megapixels=None,
     ensemble=False,
     target_path=None,
+    model_file=None,
 ):
     """Rebuild one image and measure it against the truth: the image itself, or with a target
-    (task paired) the image's clean partner, the image being what the model is given."""
-    model, summary = load(model_path, summary_path)
+    (task paired) the image's clean partner, the image being what the model is given.
+    model_file: the run's own model.file, the only code that may build the network."""
+    model, summary = load(model_path, summary_path, model_file)
     return rebuild(
         model,
         summary,

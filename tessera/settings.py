@@ -15,26 +15,98 @@ from tessera import TesseraError, models
 
 
 def coerce(config, schema):
-    """Turn strings from `--config key='{a: 1}'` (which Snakemake reads as text) into the schema's types."""
+    """Read settings given as text as a config file gives them. Snakemake reads
+    `--config key='{a: 1}'` with every value inside a string: each is read in the type the schema
+    asks for, and where the schema leaves the type open (a preset's arguments, a model file's
+    args) as YAML reads it. The overrides of variants and the values of a grid are read by the
+    schema of the settings they change."""
     if not isinstance(config, dict):
         return config
-    for key, sub in schema.get("properties", {}).items():
-        if key not in config:
-            continue
-        value = config[key]
-        if isinstance(value, dict):
-            coerce(value, sub)
-        elif isinstance(value, str):
-            types = sub.get("type", [])
-            types = [types] if isinstance(types, str) else types
-            if set(types) & {"integer", "number", "boolean", "null", "object"}:
-                try:
-                    parsed = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    continue
-                if not isinstance(parsed, str):
-                    config[key] = coerce(parsed, sub) if isinstance(parsed, dict) else parsed
+    for key, value in config.items():
+        if key not in ("variants", "grid"):
+            config[key] = _read(value, _entry(schema, key))
+    variants = config.get("variants")
+    if isinstance(variants, dict):
+        for name, override in variants.items():
+            if isinstance(override, dict):
+                coerce(override, schema)
+    grid = config.get("grid")
+    if isinstance(grid, dict):
+        for key, values in grid.items():
+            section, _, setting = str(key).partition(".")
+            sub = _entry(_entry(schema, section), setting) if section in VARIANT_SECTIONS else None
+            if isinstance(values, list) and sub is not None:
+                grid[key] = [_read(v, sub) for v in values]
     return config
+
+
+def _entry(schema, key):
+    """The schema of a key of a mapping: its own entry, else what the mapping allows of any key
+    ({}: anything, read as YAML reads it)."""
+    if not isinstance(schema, dict):
+        return {}
+    extra = schema.get("additionalProperties", True)
+    return schema.get("properties", {}).get(key, extra if isinstance(extra, dict) else {})
+
+
+def _read(value, sub):
+    if isinstance(value, dict):
+        return {k: _read(v, _entry(sub, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_read(v, sub.get("items", {})) for v in value]
+    if not isinstance(value, str):
+        return value
+    types = sub.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if types <= {"string"} and (types or "enum" in sub):
+        return value  # text where the schema asks for text, whatever it looks like
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, str) and "number" in types:
+        try:
+            parsed = float(value)  # YAML reads 1e-3 (no dot) as text
+        except ValueError:
+            pass
+    return value if isinstance(parsed, str) else _read(parsed, sub)
+
+
+def config_layers(defaults, files, given):
+    """The settings as given, lowest first: the workflow's own config files that exist, each
+    config file given (--configfile), then the values given (--config)."""
+    layers = []
+    for path in [f for f in defaults if os.path.exists(f)] + list(files):
+        with open(path, encoding="utf-8") as f:
+            layers.append(yaml.safe_load(f) or {})  # YAML reads JSON too
+    return layers + [dict(given)]
+
+
+def layered_model(layers):
+    """The model section of settings given in layers (config/config.yaml, each --configfile, then
+    --config), each merged into those below it as Snakemake merges them, except that a model
+    section that names its network (preset or file) replaces the one below: a model file given
+    over the default preset is that file alone. None if no layer has a model section."""
+    import copy
+
+    model = None
+    for layer in layers:
+        if not isinstance(layer, dict) or "model" not in layer:
+            continue
+        section = copy.deepcopy(layer["model"])
+        names = isinstance(section, dict) and {"preset", "file"} & set(section)
+        if isinstance(model, dict) and isinstance(section, dict) and not names:
+            section = _merged(model, section)
+        model = section
+    return model
+
+
+def _merged(below, above):
+    out = dict(below)
+    for key, value in above.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
 
 # The memory (MB) each rule asks for: its resources read it here, and check() refuses settings
@@ -132,7 +204,13 @@ def check(config, mem_mb=None):
 
     # what the task adds to the network (a mask of holes) may not fit it: say so before any job
     kind = tasks.get(config["task"])
-    models.normalise({**spec, **kind.model_options(config["task"])})
+    spec_with_mask = models.normalise({**spec, **kind.model_options(config["task"])})
+    if spec_with_mask.get("factor", 1) != 1 and config["task"]["kind"] != "upscale":
+        raise TesseraError(
+            f"model.factor: {spec['factor']} makes the network enlarge the image, which only "
+            f"task.kind upscale trains (with task.factor); leave it out for task.kind "
+            f"{config['task']['kind']}"
+        )
     preset = models.label(spec)
     m = models.declared_size_multiple(spec)
     size = config["patches"]["size"]
@@ -156,11 +234,16 @@ def check(config, mem_mb=None):
                 f"reconstruct.margin: tile {rec['tile']} - 2 x margin {margin} = {stride} must be a "
                 f"positive multiple of {m} (preset '{preset}'); lower the margin or raise the tile"
             )
+    _check_reach(config, models.declared_geometry(spec_with_mask), tasks.get(config["task"]))
     task = config["task"]
-    if task["kind"] == "denoise" and task.get("noise") == "salt_pepper" and task.get("rate") == 0:
+    _check_ranges(task)
+    salt = task["kind"] == "denoise" and task.get("noise") == "salt_pepper"
+    # a rate so small that 1 - rate / 2 rounds to 1 turns no pixel either (and the training
+    # step's quantile of it is infinite)
+    if salt and 1 - task.get("rate", 0.1) / 2 == 1:
         raise TesseraError(
-            "task.rate: 0 adds no salt_pepper noise, nothing to learn to remove; use a rate above 0 "
-            "and up to 1"
+            f"task.rate: {task['rate']} adds no salt_pepper noise, nothing to learn to remove; "
+            "use a rate above 0 and up to 1"
         )
     train = config["train"]
     if train["batch_size"] % train["gpus"]:
@@ -172,6 +255,72 @@ def check(config, mem_mb=None):
         )
     _check_folders(config)
     _check_memory(config, mem_mb or {})
+
+
+def _check_reach(config, geometry, task):
+    """Patches and tiles that leave the network no output, or a margin below its output border:
+    what the training and reconstruction jobs would stop on, for a network whose reach is known
+    before it is built (models.declared_geometry; None: measured by the training job)."""
+    size, scale = config["patches"]["size"], task.scale(config["task"])
+    if scale != 1 and size % scale:
+        raise TesseraError(
+            f"patches.size: {size} is not a multiple of task.factor {scale}, which shrinks each "
+            f"patch {scale} times; use {size - size % scale} or {size + scale - size % scale}"
+        )
+    if geometry is None:
+        return
+    multiple, border, radius = geometry
+    what = f"{models.label(config['model'])}, whose output is {2 * border} pixels smaller than its input"
+    if 2 * border >= size // scale:
+        shrunk = f" (shrunk {scale} times by the task)" if scale != 1 else ""
+        raise TesseraError(
+            f"patches.size: {size}{shrunk} leaves no output for {what}; use patches larger than "
+            f"{2 * border * scale} (or a shallower network, or padding: same)"
+        )
+    rec = config["reconstruct"]
+    if radius is None:
+        return
+    if rec["margin"] is not None and rec["mode"] != "naive" and rec["margin"] < border:
+        raise TesseraError(
+            f"reconstruct.margin: {rec['margin']} is less than the output border {border} of "
+            f"{what}: tiles would give no output for their edges; use at least {border}"
+        )
+    from tessera.reconstruct import default_margin
+
+    if rec["mode"] == "naive":
+        margin, why = border, "its output border"
+    elif rec["margin"] is None:
+        margin = default_margin(radius, multiple, border)
+        why = f"reconstruct.margin null: the receptive radius {radius}, rounded to whole steps"
+    else:
+        return  # a margin given is checked against the tile with the size multiple (check)
+    stride = rec["tile"] - 2 * margin
+    if stride <= 0 or stride % multiple:
+        fits = 2 * margin + multiple
+        raise TesseraError(
+            f"reconstruct.tile: {rec['tile']} leaves no whole centre for {models.label(config['model'])}, "
+            f"whose tiles lose {margin} pixels on each side ({why}); use a tile of at least "
+            f"{fits}" + (f", a multiple of {multiple}" if multiple > 1 else "")
+        )
+
+
+# The [low, high] ranges of a degradation (tessera.tasks.restore).
+RANGES = ("quality", "sigma", "factor", "size", "count")
+
+
+def _check_ranges(task):
+    """A range given high first: the fixed draws take its middle, the training's draws would stop
+    the job (numpy's low >= high)."""
+    if task["kind"] != "restore":
+        return
+    for k, d in enumerate(task.get("degradations") or []):
+        for key in RANGES:
+            if key in d and d[key][0] > d[key][1]:
+                low, high = d[key][1], d[key][0]
+                raise TesseraError(
+                    f"task.degradations.{k}.{key}: {d[key]} gives the high end first; write the "
+                    f"range low first, [{low}, {high}]"
+                )
 
 
 def validate(config, schema):
@@ -268,6 +417,25 @@ def load_schema(path):
 VARIANT_SECTIONS = ("patches", "model", "task", "train", "reconstruct")
 # Folder names under results/ that a variant cannot take.
 RESERVED_NAMES = ("shared", "compare", "applied", "model", "report")
+# A variant's name is its folder under results/: one path component, no hidden name (the
+# schema's variants: propertyNames pattern is this one).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~=+-]*$"
+NAME_CHARACTERS = "letters, digits and . _ ~ = + - (not first)"
+
+
+def name_problem(name):
+    """Why a variant's name cannot be its folder under results/, or None."""
+    import re
+
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        return f"not one folder name ({NAME_CHARACTERS})"
+    if ".." in name:
+        return "not one folder name (no '..')"
+    if len(name.encode()) > 255:
+        return f"{len(name.encode())} bytes long, over the 255 a folder name may take"
+    if name in RESERVED_NAMES:
+        return "a folder name tessera uses"
+    return None
 
 
 def variant_configs(config, schema, overrides, mem_mb=None):
@@ -281,10 +449,8 @@ def variant_configs(config, schema, overrides, mem_mb=None):
     out = {}
     for name, override in overrides.items():
         where = f"variants.{name}"
-        if name in RESERVED_NAMES:
-            raise TesseraError(
-                f"{where}: '{name}' is a folder name tessera uses; rename the variant"
-            )
+        if problem := name_problem(name):
+            raise TesseraError(f"{where}: '{name}' is {problem}; rename the variant")
         merged = copy.deepcopy(base)
         for section, values in (override or {}).items():
             if section not in VARIANT_SECTIONS:
@@ -305,9 +471,22 @@ def variant_configs(config, schema, overrides, mem_mb=None):
     return out
 
 
+def grid_labels(grid):
+    """The values of each grid key as they go into the variants' names: a model file by its stem
+    (nets/tiny.py names its variant model_file~tiny), every other value as it is."""
+    from pathlib import PurePath
+
+    def label(key, value):
+        return PurePath(value).stem if key == "model.file" and isinstance(value, str) else value
+
+    return {key: [label(key, v) for v in values] for key, values in grid.items()}
+
+
 def grid_overrides(grid, names):
     """Overrides for each point of a grid over dotted keys ({"train.learning_rate": [..]}), named
-    by the given names (one per point, in the order of itertools.product over the keys)."""
+    by the given names (one per point, in the order of itertools.product over the keys, made from
+    grid_labels). A name that cannot be a folder under results/, or that two points share, stops
+    with one line naming the grid key."""
     import itertools
 
     for key in grid:
@@ -317,8 +496,33 @@ def grid_overrides(grid, names):
                 f"grid.{key}: name a setting as section.key, the section one of "
                 f"{', '.join(VARIANT_SECTIONS)}"
             )
+    names, points = list(names), list(itertools.product(*grid.values()))
+    labels = list(itertools.product(*grid_labels(grid).values()))
+    for name, point, label in zip(names, points, labels):
+        if problem := name_problem(name):
+            # the key whose value does not fit in a name, else the first
+            odd = [k for k, v in zip(grid, label) if name_problem(f"x{v}")] or list(grid)
+            value = point[list(grid).index(odd[0])]
+            raise TesseraError(
+                f"grid.{odd[0]}: {value!r} makes the variant name {name!r}, which is {problem}; "
+                "give such variants their names under variants: instead"
+            )
+    seen = {}
+    for name, point in zip(names, points):
+        if name in seen:
+            differ = [(k, x, y) for k, x, y in zip(grid, seen[name], point) if x != y]
+            if not differ:
+                twice = (k for k, vs in grid.items() if len(vs) > len(set(map(repr, vs))))
+                key = next(twice, next(iter(grid)))
+                raise TesseraError(f"grid.{key}: a value is listed twice; list each once")
+            key, a, b = differ[0]
+            raise TesseraError(
+                f"grid.{key}: {a!r} and {b!r} both make the variant name {name!r}; give "
+                "such variants their names under variants: instead"
+            )
+        seen[name] = point
     out = {}
-    for name, point in zip(names, itertools.product(*grid.values())):
+    for name, point in zip(names, points):
         override = {}
         for key, value in zip(grid, point):
             section, _, setting = key.partition(".")

@@ -21,14 +21,29 @@ def refuse_hdf5(model_path):
         )
 
 
-def load_trained(model_path, summary):
+def refuse_unnamed_file(model_path, summary, model_file):
+    """Stop with one line if the summary's network is built by a Python file and the caller named
+    none: building it would run code that came with the model."""
+    spec = summary.get("model")
+    if isinstance(spec, dict) and "file" in spec and model_file is None:
+        raise TesseraError(
+            f"model '{model_path}': its network is built by a Python file ('{spec['file']}', "
+            "says its summary), and building it runs that file's code; if you trust that code, "
+            "name the file (tessera apply --model-file PATH, or apply.model_file in the config)"
+        )
+
+
+def load_trained(model_path, summary, model_file=None):
     """The trained network: built from summary.json (its "model" spec, else the preset name of
     older summaries) under the precision it trained with, then given the weights of the .keras
     archive at model_path.
 
     Only the archive's weights are read (Keras' load_weights on a .keras file opens
     model.weights.h5 and never deserialises the archive's config.json), so a crafted config cannot
-    run code. A network from the user's own file runs that file's code, as training did.
+    run code, and a preset's arguments are checked as a config's are. A network from a Python file
+    runs that file's code: the summary's file is never run, only model_file, the file the caller
+    names (as Keras' safe_mode=False), and only if its code is the code the model was trained
+    with (the summary's hash of it).
     """
     import keras
 
@@ -40,11 +55,16 @@ def load_trained(model_path, summary):
         raise TesseraError(
             f"the summary of model '{model_path}' names no network ('model' or 'preset')"
         )
+    refuse_unnamed_file(model_path, summary, model_file)
+    if isinstance(spec, dict) and "file" in spec:
+        spec = {**spec, "file": str(model_file)}
     # A model trained in mixed_bfloat16 computes in bfloat16 when loaded whole; build it so.
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(summary.get("precision") or "float32")
     try:
         net = build(spec)
+    except TesseraError as e:
+        raise TesseraError(f"the summary of model '{model_path}': {e}") from None
     finally:
         keras.config.set_dtype_policy(before)
     try:

@@ -59,6 +59,11 @@ class Preset:
     downsamplings: Callable
     build: Callable
     args: tuple = ()
+    # the output border and the receptive radius as functions of the arguments, declared (as the
+    # down-samplings are) so that patches and tiles are checked before any job runs; tests
+    # compare them to the built model. None: known only once built (no check before the job).
+    border: Callable = None
+    radius: Callable = None
 
     def arguments(self):
         return ", ".join(f"{a.name} ({a.allowed()}, default {a.default})" for a in self.args)
@@ -69,16 +74,25 @@ DEFAULT_PRESET = "compact"
 _FILE_KEYS = ("file", "function", "args")
 
 
-def preset(name, description, downsamplings=lambda a: 0, args=()):
+def preset(name, description, downsamplings=lambda a: 0, args=(), border=None, radius=None):
     """Decorator: register a builder as the preset `name`. downsamplings(arguments) says how many
     times it halves the resolution, known before anything is built; args are its declared
-    arguments (Arg), checked by normalise."""
+    arguments (Arg), checked by normalise; border(arguments) and radius(arguments) its output
+    border and receptive radius without a mask of holes (declare_reach)."""
 
     def add(build):
-        PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args))
+        PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args), border, radius)
         return build
 
     return add
+
+
+def declare_reach(name, border, radius):
+    """Declare a registered preset's output border and receptive radius, as functions of its
+    arguments (a network told the holes reaches further by its fill, declared_geometry adds it)."""
+    import dataclasses
+
+    PRESETS[name] = dataclasses.replace(PRESETS[name], border=border, radius=radius)
 
 
 def get_preset(name):
@@ -101,7 +115,12 @@ def normalise(spec):
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
     init, mask = spec.pop("init", None), spec.pop("mask", None)
+<<<<<<< HEAD
     holes_only = spec.pop("holes_only", True)
+=======
+    if spec.get("preset", "") is None:
+        del spec["preset"]  # preset: null, as with no preset: the default, or a model file
+>>>>>>> issue-24
     if "file" in spec:
         if mask is not None:
             raise TesseraError(
@@ -191,9 +210,33 @@ def declared_size_multiple(spec):
     return 2 ** get_preset(spec["preset"]).downsamplings(spec)
 
 
+def declared_geometry(spec):
+    """(size multiple, output border, receptive radius) of the network a model section
+    describes, known before anything is built; None for a model file, or a preset that declares
+    no reach (both measured by the training job). The radius is None for a network that
+    enlarges (its tiles are planned from the built network alone)."""
+    from tessera.models.layers import FILL_STEPS
+
+    spec = normalise(spec)
+    if "file" in spec:
+        return None
+    p = get_preset(spec["preset"])
+    if p.border is None or p.radius is None:
+        return None
+    # the fill of the holes comes before the network: its reach adds to the network's
+    fill = 2 * FILL_STEPS if "mask" in spec else 0
+    radius = p.radius(spec) + fill if spec.get("factor", 1) == 1 else None
+    return 2 ** p.downsamplings(spec), p.border(spec), radius
+
+
 def build(spec):
-    """The network a config's model section (or a preset's name) describes, as a Keras model."""
-    spec = normalise(spec) if isinstance(spec, str) or "hash" not in spec else spec
+    """The network a config's model section (or a preset's name) describes, as a Keras model.
+    Checked as normalise checks it, whatever it holds; a model file's "hash" (the code it was
+    trained with) is kept, so that build_file refuses a file whose code has changed since."""
+    trained = spec.get("hash") if isinstance(spec, dict) and "file" in spec else None
+    spec = normalise(spec)
+    if trained is not None:
+        spec["hash"] = trained
     if "file" in spec:
         from tessera.models.userfile import build_file
 

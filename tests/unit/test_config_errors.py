@@ -46,7 +46,7 @@ def test_the_shipped_config_is_valid():
         ({"patches.size": "big"}, 'patches.size: "big" is not allowed; use an integer from 4'),
         ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 is not allowed; use a number > 0"),
         ({"split.val_fraction": 0}, "use a number > 0 and < 1"),
-        ({"train.optimizer": "adamw"}, "use one of: adam, rmsprop, sgd, adagrad"),
+        ({"train.optimizer": "nadam"}, "use one of: adam, adamw, rmsprop, sgd, adagrad"),
         ({"reconstruct.mode": "smooth"}, 'reconstruct.mode: "smooth" is not allowed; use one of'),
         ({"reconstruct.margin": -2}, "use an integer >= 0, or null"),
         ({"max_megapixels": 0}, "max_megapixels: 0 is not allowed; use a number > 0, or null"),
@@ -56,6 +56,10 @@ def test_the_shipped_config_is_valid():
         ({"images": KeyError}, "images: missing; set it to a non-empty string (folder of images"),
         ({"patches.sise": 32}, "patches.sise: unknown setting; patches takes: size, stride"),
         ({"epochs": 3}, "epochs: unknown setting; the config takes: images, recursive"),
+        # seeds that numpy's and Keras' generators refuse
+        ({"train.seed": -1}, "train.seed: -1 is not allowed; use an integer from 0 to 4294967295"),
+        ({"train.seed": 2**32}, "train.seed: 4294967296 is not allowed; use an integer from 0 to"),
+        ({"patches.seed": -5}, "patches.seed: -5 is not allowed; use an integer >= 0"),
     ],
 )
 def test_schema_violations_name_the_key_and_the_values_allowed(change, expected):

@@ -1,6 +1,7 @@
 """Outputs are written under a temporary name and renamed: never half-written under their own."""
 
 import errno
+import os
 
 import numpy as np
 import pytest
@@ -54,3 +55,42 @@ def test_a_folder_under_a_file_cannot_be_written(tmp_path):
     line = files.check_writable(tmp_path / "file" / "results", "results")
     assert line.startswith("results: ") and "is a file, not a folder" in line
     assert files.check_writable(tmp_path / "new" / "results", "results") is None
+
+
+def test_the_data_and_the_rename_reach_the_disk_in_that_order(tmp_path, monkeypatch):
+    # A power cut cannot be made here: what is checked is the order of the calls that make the
+    # output durable, each still done for real. The file's data is synced before the rename (else
+    # a cut could leave the new name on an empty file), and after it the folder that holds the new
+    # name and the folders made for it.
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def synced(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def renamed(src, dst):
+        events.append(("rename", str(dst)))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", renamed)
+    out = tmp_path / "new" / "sub" / "table.tsv"
+    files.write_text(out, "a\tb\n")
+    temporary = str(files.temporary(out))
+    assert events == [
+        ("fsync", temporary),
+        ("rename", str(out)),
+        ("fsync", str(out.parent)),
+        ("fsync", str(tmp_path / "new")),
+        ("fsync", str(tmp_path)),
+    ]
+    assert out.read_text() == "a\tb\n"
+
+
+def test_a_folder_can_be_synced_after_a_removal(tmp_path):
+    # what the training backups call after renaming or removing a backup folder
+    (tmp_path / "gone").write_text("x")
+    os.unlink(tmp_path / "gone")
+    files.fsync(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        files.fsync(tmp_path / "missing")

@@ -233,3 +233,42 @@ def test_the_default_margin_covers_radius_and_border_on_whole_output_pixels():
     assert rec.default_margin(6, 4, 3, 1) == 6  # the stride must stay a multiple of 4
     with pytest.raises(TesseraError, match="no margin fits a model of size multiple 4"):
         rec.default_margin(1, 4, 1, Fraction(1, 2))
+
+
+# Each preset at its defaults and at the ends of the arguments that shape its geometry (widths
+# do not); and one with a mask of holes (128, the fill colour), whose fill comes before any
+# preset's network alike (each such network takes seconds to build).
+REACH = [
+    ("seed", {}),
+    ("compact", {"kernel": 2, "width": 2}),
+    ("compact", {"kernel": 15, "width": 2}),
+    ("compact", {}),
+    ("dncnn", {"depth": 2, "padding": "valid"}),
+    ("dncnn", {"depth": 17, "padding": "valid", "width": 2, "mask": 128}),
+    ("dncnn", {"depth": 9, "width": 2}),
+    ("unet", {"levels": 1, "width": 2}),
+    ("unet", {"levels": 3, "width": 2}),
+    ("resnet", {"depth": 1, "width": 2}),
+    ("resnet", {"depth": 3, "width": 2}),
+    ("ffdnet", {"depth": 2, "width": 2}),
+    ("ffdnet", {"depth": 9, "width": 2}),
+]
+
+
+def test_every_preset_is_measured_here_and_declares_its_reach():
+    assert {name for name, _ in REACH} == set(models.PRESETS)
+    for name, p in models.PRESETS.items():
+        assert p.border is not None and p.radius is not None, name
+
+
+@pytest.mark.parametrize("name, args", REACH, ids=lambda v: str(v))
+def test_the_declared_reach_is_the_built_networks(name, args):
+    # what the settings' checks refuse patches and tiles by, before anything is built
+    spec = {"preset": name, **args}
+    model = models.build(spec)
+    geo = models.geometry(model)
+    assert models.declared_geometry(spec) == (
+        geo.multiple,
+        geo.border,
+        models.receptive_radius(model, geo),
+    )

@@ -5,6 +5,7 @@ import json
 import zipfile
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from tessera import TesseraError, apply, models
@@ -130,3 +131,90 @@ def test_reconstruction_is_what_the_whole_saved_model_gives(tmp_path, precision)
     # The same layers and weights on the same CPU; the tolerance covers kernel summation order,
     # in bfloat16 its 8-bit mantissa (about 0.4% of values near 1).
     np.testing.assert_allclose(ours, theirs, atol=1e-5 if precision == "float32" else 1e-2)
+
+
+# A network of one's own whose file leaves a mark each time its code runs (imported).
+OWN = """
+import pathlib
+
+import keras
+
+pathlib.Path(__file__).with_name("code-ran").write_text("ran")
+
+
+def build(width=4):
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Conv2D(3, 1)(x))
+"""
+
+
+def _trained_from_a_file(folder):
+    """A model.keras and summary.json as training writes them for model.file, the file beside."""
+    (folder / "nets").mkdir(parents=True)
+    (folder / "nets" / "own.py").write_text(OWN)
+    spec = models.normalise({"file": str(folder / "nets" / "own.py")})
+    net = models.build(spec)
+    net.save(folder / "model.keras")
+    summary = {"model": spec, **models.describe(net), "task": {"kind": "reconstruct"}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "nets" / "code-ran").unlink()  # building it here ran it once
+    return folder / "model.keras", net
+
+
+def test_a_network_from_a_file_runs_only_when_the_caller_names_the_file(tmp_path):
+    path, net = _trained_from_a_file(tmp_path / "copied")
+    marker = tmp_path / "copied" / "nets" / "code-ran"
+    for load in (apply.load, lambda p: rec.load(p, p.parent / "summary.json")):
+        with pytest.raises(TesseraError) as error:
+            load(path)
+        assert "name the file (tessera apply --model-file PATH" in _one_line(error, path)
+        assert not marker.exists()
+
+    # named where the user keeps it: that file's code builds the network (the same code)
+    mine = tmp_path / "mine.py"
+    mine.write_text(OWN.replace("code-ran", "mine-ran"))
+    with pytest.raises(TesseraError, match="has changed since the model was trained"):
+        apply.load(path, model_file=mine)
+    mine.write_text(OWN)
+    model, _ = apply.load(path, model_file=mine)
+    assert (tmp_path / "code-ran").read_text() == "ran" and not marker.exists()
+    x = sample("coffee.png", (0, 0, 32, 32))[None].astype(np.float32) / 255
+    np.testing.assert_allclose(model(x), net(x), atol=1e-5)  # the same weights, kernel rounding
+
+
+def test_the_command_line_names_the_model_file_or_refuses_before_keras_runs_it(tmp_path, capsys):
+    from tessera.__main__ import main
+
+    path, _ = _trained_from_a_file(tmp_path / "copied")
+    Image.fromarray(sample("coffee.png", (0, 0, 40, 32))).save(tmp_path / "photo.png")
+    args = [str(path), str(tmp_path / "photo.png"), str(tmp_path / "out"), "--tile", "16"]
+    assert main(["apply", *args]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("tessera apply: error: model '") and "--model-file PATH" in line
+    assert not (tmp_path / "copied" / "nets" / "code-ran").exists()
+    named = ["--model-file", str(tmp_path / "copied" / "nets" / "own.py")]
+    assert main(["apply", *args, *named]) == 0
+    assert (tmp_path / "out" / "photo.png.png").is_file()  # named by the image id
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"preset": "dncnn", "depth": 100000, "hash": "0123456789ab"},
+        {"preset": "dncnn", "depth": 100000},
+        {"preset": "compact", "width": -1, "hash": "0123456789ab"},
+    ],
+)
+def test_preset_arguments_read_from_a_summary_are_checked(tmp_path, spec):
+    # a hash key once skipped the checks, and a 100000-layer network was built
+    path, _ = _trained(tmp_path / "m", preset="dncnn")
+    summary = json.loads((path.parent / "summary.json").read_text())
+    with pytest.raises(TesseraError) as error:
+        models.load_trained(path, {**summary, "model": spec})
+    message = _one_line(error, path)
+    assert (
+        "model.depth: 100000 is not allowed" in message
+        or "model.hash: unknown" in message
+        or "model.width: -1" in message
+    )

@@ -48,3 +48,15 @@ def test_the_gpu_conda_environment_pins_what_the_gpu_requirements_pin():
     assert [d for d in cpu["dependencies"] if isinstance(d, str)] == [
         d for d in env["dependencies"] if isinstance(d, str)
     ]
+
+
+def test_the_backends_claimed_are_the_backends_the_tests_install():
+    # PyTorch is not installed where the tests run (its CPU build and tests under it would add
+    # about 1.5 minutes to CI), so no requirements file offers it
+    from tessera import backend
+    from tests.unit.test_backends import BACKENDS
+
+    installed = file_pins("requirements-test.txt") | file_pins("requirements-backends.txt")
+    installed |= file_pins("requirements.txt")
+    assert "torch" not in installed and set(BACKENDS) == set(backend.TESTED)
+    assert {"jax", "tensorflow-cpu"} <= set(installed)

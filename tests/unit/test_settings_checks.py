@@ -53,8 +53,63 @@ def filled(*changes):
             ],
             "model.preset: seed is the blog post's network layer for layer and takes no mask",
         ),
+        (
+            [("task", {"kind": "denoise", "noise": "salt_pepper", "rate": 1e-300})],
+            "task.rate: 1e-300 adds no salt_pepper noise",
+        ),
+        (
+            [("task", {"kind": "upscale", "factor": 3}), ("model", {"preset": "dncnn"})],
+            "patches.size: 32 is not a multiple of task.factor 3, which shrinks each patch 3 "
+            "times; use 30 or 33",
+        ),
+        (
+            [
+                ("task", {"kind": "upscale", "factor": 2}),
+                ("model", {"preset": "dncnn", "padding": "valid"}),
+            ],
+            "patches.size: 32 (shrunk 2 times by the task) leaves no output for dncnn (padding "
+            "valid), whose output is 16 pixels smaller than its input; use patches larger than 32",
+        ),
+        # an enlarging network for a task whose output is its input's size
+        (
+            [("model", {"preset": "dncnn", "factor": 2})],
+            "model.factor: 2 makes the network enlarge the image, which only task.kind upscale "
+            "trains (with task.factor); leave it out for task.kind reconstruct",
+        ),
+        # a range given high first: its middle is fine, the training's draws are not
+        (
+            [("task", {"kind": "restore", "degradations": [{"kind": "jpeg", "quality": [30, 10]}]})],
+            "task.degradations.0.quality: [30, 10] gives the high end first; write the range low "
+            "first, [10, 30]",
+        ),
+        (
+            [("task", {"kind": "restore", "degradations": [HOLES, {"kind": "downscale", "factor": [4, 2]}]})],
+            "task.degradations.1.factor: [4, 2] gives the high end first",
+        ),
+        # 17 valid convolutions trim 34 pixels: nothing is left of a 32-pixel patch
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 17})],
+            "patches.size: 32 leaves no output for dncnn (depth 17, padding valid), whose output is "
+            "34 pixels smaller than its input; use patches larger than 34",
+        ),
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 4}), ("reconstruct", {"margin": 2})],
+            "reconstruct.margin: 2 is less than the output border 4 of dncnn (depth 4, padding valid)",
+        ),
+        # the default margin covers the receptive radius, 219 pixels for a U-Net of 5 levels
+        (
+            [("model", {"preset": "unet", "levels": 5})],
+            "reconstruct.tile: 128 leaves no whole centre for unet (levels 5), whose tiles lose 224 "
+            "pixels on each side (reconstruct.margin null: the receptive radius 219, rounded to "
+            "whole steps); use a tile of at least 480, a multiple of 32",
+        ),
+        (
+            [("model", {"preset": "dncnn", "padding": "valid", "depth": 8}), ("reconstruct", {"mode": "naive", "tile": 16})],
+            "reconstruct.tile: 16 leaves no whole centre for dncnn (padding valid), whose tiles "
+            "lose 8 pixels on each side (its output border); use a tile of at least 17",
+        ),
     ],
-)
+)  # fmt: skip
 def test_a_setting_a_job_would_trip_on_is_named(changes, expected):
     config = filled(*changes)
     settings.validate(copy.deepcopy(config), SCHEMA)  # each value is fine alone
@@ -72,10 +127,35 @@ def test_the_memory_check_follows_the_jobs_memory():
     settings.check(config, {"reconstruct": 64000})
 
 
+def as_the_snakefile_reads(*layers):
+    """The config the Snakefile sees for config files given one over the other (config/config.yaml
+    first, then each --configfile): merged by Snakemake's own update_config, key by key at every
+    depth, the model section layered as the Snakefile layers it, then read and filled in."""
+    from snakemake.utils import update_config
+
+    config = {}
+    for layer in layers:
+        update_config(config, copy.deepcopy(layer))
+    config["model"] = settings.layered_model(layers)
+    settings.coerce(config, SCHEMA)
+    settings.validate(config, SCHEMA)
+    validate(config, str(SCHEMA_FILE))
+    return config
+
+
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_a_config_file_given_over_another_changes_only_the_keys_it_names():
+    # a section given again keeps the keys it does not name (split.seed is 17, not the default 0)
+    config = as_the_snakefile_reads(DEFAULT, {"split": {"max_val_patches": 100}})
+    assert config["split"] == {"val_fraction": 0.3, "seed": 17, "max_val_patches": 100}
+    config = as_the_snakefile_reads(DEFAULT, {"model": {"width": 16}})
+    assert config["model"] == {"preset": "compact", "width": 16, "init": None}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_passes_every_check(path):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(yaml.safe_load(path.read_text()))
-    validate(config, str(SCHEMA_FILE))
+    config = as_the_snakefile_reads(DEFAULT, yaml.safe_load(path.read_text()))
     settings.check(config)
     settings.variant_configs(config, SCHEMA, config["variants"])

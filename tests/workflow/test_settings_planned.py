@@ -57,6 +57,11 @@ def dry_run(work, folder, *args, **changes):
             {"task": {"kind": "upscale"}},
             "model.preset: compact cannot enlarge an image (task.kind upscale); use dncnn",
         ),
+        # once found only by the training job: 8 valid convolutions leave nothing of 16 pixels
+        (
+            {"model": {"preset": "dncnn", "padding": "valid"}},
+            "patches.size: 16 leaves no output for dncnn (padding valid)",
+        ),
     ],
 )
 def test_a_setting_a_job_would_trip_on_stops_before_any_job(tmp_path, folder, changes, expected):
