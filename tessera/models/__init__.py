@@ -12,7 +12,6 @@ from tessera.models.registry import (  # noqa: F401
     Preset,
     arguments,
     build,
-    declare_reach,
     declared_geometry,
     declared_size_multiple,
     get_preset,
@@ -21,7 +20,6 @@ from tessera.models.registry import (  # noqa: F401
     preset,
 )
 from tessera.models import presets  # noqa: F401  (registers the presets)
-from tessera.models import reach  # noqa: F401  (declares how far they reach)
 from tessera.models.layers import FILL_STEPS, mask_layers  # noqa: F401
 from tessera.models.userfile import build_file, check_model  # noqa: F401
 from tessera.models.geometry import (  # noqa: F401

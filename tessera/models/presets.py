@@ -81,7 +81,12 @@ def _model(inp, image, answer, name, mask, holes_only=True):
     return Model(inp, answer, name=name)
 
 
-@preset("seed", "the blog post's 32x32 network, layer for layer")
+@preset(
+    "seed",
+    "the blog post's 32x32 network, layer for layer",
+    border=lambda a: 0,
+    radius=lambda a: 9,  # its layers never change
+)
 def _seed():
     # The 32x32 network of the blog post the project grew from, layer for layer (48,579 parameters,
     # 160 of them non-trainable). Its max pooling has stride 1, so it never down-samples.
@@ -115,6 +120,11 @@ def _seed():
     "bottleneck autoencoder, 12-channel latent at 1/4 size (default)",
     lambda a: 2,
     (Arg("width", 32, 1, 512), Arg("latent", 12, 1, 512), Arg("kernel", 3, 1, 15)),
+    border=lambda a: 0,
+    # 3 convolutions of `kernel` on the way down (strides 1, 2, 2), 2 transposed on the way up
+    # and 1 more: (kernel - 1) / 2 each, at scales 1, 1, 2, 2, 1, 1 on either side; an even
+    # kernel's same padding puts its extra tap on one side
+    radius=lambda a: 4 * (a["kernel"] - 1) + (1 - a["kernel"] % 2),
 )
 def _compact(width=32, latent=12, kernel=3, mask=None, holes_only=True):
     # Two stride-2 down-samplings to a 12-channel latent at 1/4 of the resolution (a quarter of the
@@ -145,6 +155,9 @@ def _compact(width=32, latent=12, kernel=3, mask=None, holes_only=True):
     "residual network at full resolution: 8 layers predict the damage (x2-x4 with factor)",
     lambda a: 0,
     (Arg("depth", 8, 2, 64), Arg("width", 32, 1, 512), _PADDING, _FACTOR),
+    border=lambda a: a["depth"] if a["padding"] == "valid" else 0,
+    # one pixel a layer; enlarging, the bicubic base reaches one small pixel further
+    radius=lambda a: a["depth"] + (a["factor"] > 1),
 )
 def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None, holes_only=True):
     # For denoising: a full-resolution stack that predicts the noise, which is then subtracted
@@ -182,6 +195,9 @@ def _dncnn(depth=8, width=32, padding="same", factor=1, mask=None, holes_only=Tr
         Arg("levels", 2, 1, 5),
         Arg("output", "direct", choices=("direct", "residual")),
     ),
+    border=lambda a: 0,
+    # two 3x3 convolutions per level at each resolution, down and up: doubling with each level
+    radius=lambda a: 14 * 2 ** (a["levels"] - 1) - 5,
 )
 def _unet(width=16, levels=2, output="direct", mask=None, holes_only=True):
     # The blog post's "concatenate layers": each decoder level sees the up-sampled coarse features
@@ -228,6 +244,8 @@ def _residual_block(x, n):
     "autoencoder of residual convolution + max pooling blocks down to a latent",
     lambda a: a["depth"],
     (Arg("width", 24, 1, 256), Arg("depth", 2, 1, 5), Arg("latent", 12, 1, 512)),
+    border=lambda a: 0,
+    radius=lambda a: 10 * 2 ** (a["depth"] - 1) - 4,
 )
 def _resnet(width=24, depth=2, latent=12, mask=None, holes_only=True):
     # The blog post's "convolution+pooling block inspired by ResNet": residual blocks, each followed
@@ -249,6 +267,9 @@ def _resnet(width=24, depth=2, latent=12, mask=None, holes_only=True):
     "residual denoiser on the four half-resolution sub-images (FFDNet style)",
     lambda a: 1,
     (Arg("depth", 8, 2, 64), Arg("width", 64, 1, 512)),
+    border=lambda a: 0,
+    # 3x3 convolutions at half resolution, between the 2x2 unshuffle and shuffle
+    radius=lambda a: 2 * a["depth"] + 1,
 )
 def _ffdnet(depth=8, width=64, mask=None, holes_only=True):
     # FFDNet's trick for speed: work on the four half-resolution sub-images of the input, stacked

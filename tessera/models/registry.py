@@ -78,21 +78,14 @@ def preset(name, description, downsamplings=lambda a: 0, args=(), border=None, r
     """Decorator: register a builder as the preset `name`. downsamplings(arguments) says how many
     times it halves the resolution, known before anything is built; args are its declared
     arguments (Arg), checked by normalise; border(arguments) and radius(arguments) its output
-    border and receptive radius without a mask of holes (declare_reach)."""
+    border and receptive radius without a mask of holes (tests/unit/test_geometry.py compares
+    both with the built network)."""
 
     def add(build):
         PRESETS[name] = Preset(name, description, downsamplings, build, tuple(args), border, radius)
         return build
 
     return add
-
-
-def declare_reach(name, border, radius):
-    """Declare a registered preset's output border and receptive radius, as functions of its
-    arguments (a network told the holes reaches further by its fill, declared_geometry adds it)."""
-    import dataclasses
-
-    PRESETS[name] = dataclasses.replace(PRESETS[name], border=border, radius=radius)
 
 
 def get_preset(name):
@@ -115,12 +108,9 @@ def normalise(spec):
 
     spec = {"preset": spec} if isinstance(spec, str) else dict(spec or {})
     init, mask = spec.pop("init", None), spec.pop("mask", None)
-<<<<<<< HEAD
     holes_only = spec.pop("holes_only", True)
-=======
     if spec.get("preset", "") is None:
         del spec["preset"]  # preset: null, as with no preset: the default, or a model file
->>>>>>> issue-24
     if "file" in spec:
         if mask is not None:
             raise TesseraError(
@@ -213,8 +203,7 @@ def declared_size_multiple(spec):
 def declared_geometry(spec):
     """(size multiple, output border, receptive radius) of the network a model section
     describes, known before anything is built; None for a model file, or a preset that declares
-    no reach (both measured by the training job). The radius is None for a network that
-    enlarges (its tiles are planned from the built network alone)."""
+    no reach (both measured by the training job)."""
     from tessera.models.layers import FILL_STEPS
 
     spec = normalise(spec)
@@ -225,8 +214,7 @@ def declared_geometry(spec):
         return None
     # the fill of the holes comes before the network: its reach adds to the network's
     fill = 2 * FILL_STEPS if "mask" in spec else 0
-    radius = p.radius(spec) + fill if spec.get("factor", 1) == 1 else None
-    return 2 ** p.downsamplings(spec), p.border(spec), radius
+    return 2 ** p.downsamplings(spec), p.border(spec), p.radius(spec) + fill
 
 
 def build(spec):
