@@ -56,12 +56,22 @@ COMMANDS = _all_commands()
 
 
 def _words(command):
-    """(environment variables, words) of a command line."""
-    words = shlex.split(command)
+    """(environment variables, words) of a command line, read as the command it runs: without a
+    leading `nice -n N`, any Python (python3, $PYTHON, a venv's bin/python) as `python`, a venv's
+    bin/pip as `python -m pip`, and `python -m snakemake` as `snakemake`."""
+    words = shlex.split(command, comments=True)
     env = {}
     while words and ENV_VAR.match(words[0]):
         key, _, value = words.pop(0).partition("=")
         env[key] = value
+    if words[:2] == ["nice", "-n"]:
+        words = words[3:]
+    if words[0] in ("python3", "$PYTHON") or words[0].endswith("/bin/python"):
+        words = ["python", *words[1:]]
+    if words[0].endswith("/bin/pip"):
+        words = ["python", "-m", "pip", *words[1:]]
+    if words[:3] == ["python", "-m", "snakemake"]:
+        words = ["snakemake", *words[3:]]
     return env, words
 
 
@@ -74,6 +84,8 @@ def _kind(command):
     if w[:2] == ["python", "-m"]:
         return w[2]  # pip, pytest
     if w[0] == "python" and w[1].endswith(".py"):
+        return "script"
+    if w[0].startswith("bench/") and w[0].endswith(".sh"):
         return "script"
     return w[0]
 
@@ -159,7 +171,7 @@ def dry_runs(clone):
     names)."""
     for command in _of("script"):
         _, words = _words(command)
-        if words[1].startswith("resources/"):
+        if words[0] == "python" and words[1].startswith("resources/"):
             subprocess.run([sys.executable, *words[1:]], cwd=clone, check=True, timeout=300)
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(_of("snakemake"), pool.map(lambda c: _dry_run(clone, c), _of("snakemake"))))
@@ -169,7 +181,7 @@ def dry_runs(clone):
 
 
 def test_the_docs_have_commands_and_every_one_is_of_a_kind_this_file_checks():
-    checked = {"snakemake", "tessera", "pip", "pytest", "script", "conda", "export"}
+    checked = {"snakemake", "tessera", "pip", "pytest", "script", "conda", "export", "venv"}
     checked |= {"black", "snakefmt", "tensorboard", "grep", "lscpu"}
     assert len(_of("snakemake")) >= 10 and _of("tessera")
     unknown = {c: COMMANDS[c] for c in COMMANDS if _kind(c) not in checked}
@@ -227,17 +239,35 @@ def test_each_tessera_command_parses_and_applies_for_real(command, clone, monkey
 def test_each_install_command_names_files_that_exist(command):
     _, words = _words(command)
     named = [words[i + 1] for i, w in enumerate(words) if w in ("-r", "-f")]
-    assert named, command
+    pinned = [w for w in words if "==" in w]
+    assert named or pinned, command
     for name in named:
         assert (REPO / name).is_file(), f"{command}: no {name}"
+    # a package installed by name is at the pin of the requirement files
+    pins = {
+        line.split(";")[0].strip().lower()
+        for f in REPO.glob("requirements*.txt")
+        for line in f.read_text().splitlines()
+        if "==" in line
+    }
+    for pin in pinned:
+        assert pin.lower() in pins, f"{command}: {pin} is not a pin of requirements*.txt"
+
+
+@pytest.mark.parametrize("command", _of("venv"))
+def test_each_virtual_environment_is_made_by_python(command):
+    _, words = _words(command)
+    assert words[:3] == ["python", "-m", "venv"] and len(words) == 4, command
 
 
 @pytest.mark.parametrize("command", _of("script"))
 def test_each_script_exists_and_takes_the_options_given(command):
     _, words = _words(command)
-    script = REPO / words[1]
+    script = REPO / (words[0] if words[0] != "python" else words[1])
     assert script.is_file(), command
-    source = script.read_text()
+    # a shell front hands its options to the Python script of its name
+    partner = script.with_name(script.stem.replace("-", "_") + "_check.py")
+    source = script.read_text() + (partner.read_text() if partner.is_file() else "")
     for option in (w for w in words[2:] if w.startswith("--")):
         assert f'"{option.split("=")[0]}"' in source, f"{command}: {script.name} has no {option}"
 
