@@ -143,9 +143,9 @@ def test_export_writes_a_file_onnxruntime_runs(dncnn_model, tmp_path):
     written = model.export(tmp_path / "dncnn.onnx")
     session = onnxruntime.InferenceSession(str(written))
     x = ODD[None].astype(np.float32) / 255
-    # ONNX Runtime's kernels sum in another order than TensorFlow's: see test_export.py
+    # ONNX Runtime's kernels sum in another order than TensorFlow's: test_export.py's tolerance
     np.testing.assert_allclose(
-        session.run(None, {"image": x})[0], model.network.predict_on_batch(x), atol=1e-4
+        session.run(None, {"image": x})[0], model.network.predict_on_batch(x), atol=1e-3
     )
 
 
