@@ -4,8 +4,8 @@ through Keras' own model.export, in float32, with batch, height and width left f
 Which Keras backend exports which format is Keras' to say (keras/src/models/model.py, export,
 in Keras 3.15): ONNX through tf2onnx on TensorFlow and through jax2onnx on JAX; a SavedModel on
 TensorFlow, or on JAX through jax2tf (TensorFlow installed beside it); TFLite (LiteRT) on
-TensorFlow only with free sizes (on PyTorch its sizes are fixed). PyTorch's exports fix the
-sizes, so Tessera does not offer them.
+TensorFlow only with free sizes. On PyTorch, Keras' ONNX and TFLite exports fix the sizes and
+its SavedModel goes through torch_xla, so Tessera exports from TensorFlow or JAX only.
 """
 
 import contextlib
