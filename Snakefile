@@ -58,6 +58,8 @@ include: "rules/baselines.smk"
 include: "rules/report.smk"
 include: "rules/compare.smk"
 include: "rules/apply.smk"
+include: "rules/card.smk"
+include: "rules/export.smk"
 
 
 rule all:
@@ -67,3 +69,5 @@ rule all:
         [run_path("report/index.html", v) for v in VARIANTS] + [results("compare/index.html")]
         if VARIANTS
         else results("report/index.html"),
+        # the card beside every trained model
+        [run_path("model/MODEL.md", v) for v in (VARIANTS or [None])],

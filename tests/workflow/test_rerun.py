@@ -240,6 +240,7 @@ def every_job(images):
         **rebuilt(images),
         ("baselines", None): 1,
         ("report", None): 1,
+        ("card", None): 1,
     }
 
 
@@ -251,14 +252,15 @@ def test_a_report_setting_reruns_only_the_report(run):
     assert plan(run.work, "--config", "report={thumbnail: 48}") == {("report", None): 1}
 
 
-def test_a_tiling_setting_reruns_reconstruction_and_report(run):
+def test_a_tiling_setting_reruns_reconstruction_report_and_card(run):
     jobs = plan(run.work, "--config", "reconstruct={tile: 48}")
-    assert jobs == {**rebuilt(FIRST), ("report", None): 1}
+    # the model card states the tiling
+    assert jobs == {**rebuilt(FIRST), ("report", None): 1, ("card", None): 1}
 
 
 def test_a_training_setting_retrains_and_redoes_what_follows_not_the_patches(run):
     jobs = plan(run.work, "--config", "train={learning_rate: 0.001}")
-    assert jobs == {("train", None): 1, **rebuilt(FIRST), ("report", None): 1}
+    assert jobs == {("train", None): 1, **rebuilt(FIRST), ("report", None): 1, ("card", None): 1}
 
 
 def test_a_thread_count_reruns_nothing(run):
@@ -280,6 +282,7 @@ def test_a_patch_setting_reruns_everything(run):
         ("train", None): 1,
         ("baselines", None): 1,
         ("report", None): 1,
+        ("card", None): 1,
     }
 
 
@@ -306,7 +309,7 @@ def test_editing_the_report_module_reruns_only_the_report(run, edit):
 def test_editing_the_models_module_retrains_and_redoes_what_follows(run, edit):
     edit("tessera/models/presets.py", lambda text: text + "\nEDITED = True\n")
     jobs = plan(run.work)
-    assert jobs == {("train", None): 1, **rebuilt(FIRST), ("report", None): 1}
+    assert jobs == {("train", None): 1, **rebuilt(FIRST), ("report", None): 1, ("card", None): 1}
 
 
 def test_editing_only_comments_and_blank_lines_reruns_nothing(run, edit):
@@ -400,6 +403,7 @@ def test_adding_and_removing_an_image_touches_only_those_images(copy):
         ("train", None): 1,
         ("baselines", None): 1,
         ("report", None): 1,
+        ("card", None): 1,
     }
 
     real = run_in(copy)

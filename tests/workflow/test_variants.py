@@ -25,8 +25,15 @@ LR = ["train_learning_rate~0.002", "train_learning_rate~0.004"]  # named by Para
 OTHER = {"small": {"patches": {"size": 8, "stride": 8}}}
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.png")
 # the jobs of one variant, once its split is known: training, every image, the naive tiling of the
-# image the report shows, the report, and the comparison of all
-ONE_VARIANT = {"train": 1, "reconstruct": len(PHOTOS), "seams": 1, "report": 1, "compare": 1}
+# image the report shows, the report, the model card and the comparison of all
+ONE_VARIANT = {
+    "train": 1,
+    "reconstruct": len(PHOTOS),
+    "seams": 1,
+    "report": 1,
+    "card": 1,
+    "compare": 1,
+}
 
 
 def write_config(work, **changes):
@@ -74,6 +81,7 @@ def test_variants_that_differ_only_in_training_share_patches_and_split(tmp_path)
         "baselines": 2,
         "train": 3,
         "report": 3,
+        "card": 3,
         "compare": 1,
     }
     write_config(tmp_path, variants=None)  # the grid alone: one patch setting
