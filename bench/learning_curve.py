@@ -4,17 +4,17 @@ each scored on the same held-out photos against the best classical method for it
     python bench/learning_curve.py [--configs upscale jpeg] [--minutes 2.5 5 10 20]
                                    [--out DIR] [--png docs/learning_curve.png]
 
-Two folders: the seven sample photos (resources/sample_images), and those with the six of
-resources/more_photos (every photograph and texture of scikit-image's data whose licence it
-documents). Each (config, folder) runs as one Snakemake workflow whose variants are the budgets,
-under DIR (default bench/out/learning). Every figure is the mean over the photos held out in both
-folders (the split is by a hash of each name, so the sample photos keep their side): the
-network's PSNR minus the best classical method's. Prints the table, writes it as learning.tsv
+Two folders: the seven sample photos (resources/sample_images), and the thirteen of
+resources/photos (those seven and six more: every photograph and texture of scikit-image's data
+whose licence it documents). Each (config, folder) runs as one Snakemake workflow whose variants
+are the budgets, under DIR (default bench/out/learning). Both hold out the same two photos,
+astronaut.png and coffee.png (split seed 169 puts them alone on the validation side of either
+folder), and every figure is the mean over those two: the network's PSNR minus the best
+classical method's. Prints the table, writes it as learning.tsv
 beside the runs, and plots gain against minutes, one line per folder, to --png.
 """
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,21 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.recipe import scores  # noqa: E402
-from tessera.images import discover  # noqa: E402
 
 SAMPLES = REPO / "resources" / "sample_images"
-MORE = REPO / "resources" / "more_photos"
-
-
-def larger_folder(out):
-    """The sample photos and the more photos in one folder (copies: discovery reads files)."""
-    folder = out / "photos"
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in (SAMPLES, MORE):
-        for path in source.iterdir():
-            if path.suffix.lower() in (".png", ".jpg") and not (folder / path.name).exists():
-                shutil.copy2(path, folder / path.name)
-    return folder
+PHOTOS = REPO / "resources" / "photos"
+SPLIT_SEED = 169  # astronaut.png and coffee.png alone held out, in either folder
+HELD_OUT = ["astronaut.png", "coffee.png"]
 
 
 def run(config, folder, label, minutes, out):
@@ -53,6 +43,7 @@ def run(config, folder, label, minutes, out):
         yaml.safe_dump(
             {
                 "images": str(folder),
+                "split": {"seed": SPLIT_SEED},
                 "results": str(where / "results"),
                 "logs": str(where / "logs"),
                 "variants": variants,
@@ -72,20 +63,18 @@ def main():
     ap.add_argument("--png", type=Path, default=REPO / "docs" / "learning_curve.png")
     args = ap.parse_args()
     out = args.out.resolve()
-    folders = {"samples": SAMPLES, "more": larger_folder(out)}
+    folders = {"samples": SAMPLES, "photos": PHOTOS}
     rows = []
     for config in args.configs:
-        held_out = None
         for label, folder in folders.items():
             results, variants = run(config, folder, label, args.minutes, out)
             for name, change in variants.items():
-                s = scores(results, name, keep=held_out)
-                held_out = held_out or s["images"]
+                s = scores(results, name, keep=HELD_OUT)
+                assert s["images"] == HELD_OUT, s["images"]
                 rows.append(
                     {
                         "config": config,
-                        "photos": len(discover(folder)[0]),
-                        "train photos": s["train images"],
+                        "photos": s["train images"] + len(HELD_OUT),
                         "minutes": change["train"]["max_minutes"],
                         "epochs": s["epochs"],
                         "psnr": s["psnr"],

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tessera.report import AUTOENCODER  # noqa: E402
+
 READY = ("upscale", "jpeg", "inpaint", "denoise", "paired")
 
 # switch -> (train setting, value when the ready config leaves it off or at its default)
