@@ -33,6 +33,7 @@ rule apply_image:
         image=apply_source,
         model=lambda w: APPLY["model"][0],
         summary=lambda w: APPLY["model"][1],
+        mask=lambda w: APPLY["masks"].get(w.image, []),
     output:
         png=f"{APPLIED}/{{image}}.png",
         record=f"{APPLIED}/{{image}}.json",

@@ -312,7 +312,7 @@ def _apply_setup():
         return None
     from tessera import apply as applying  # only when applying: every snakemake call parses this
 
-    model = a.get("model")
+    model, given = a.get("model"), None
     if model is None and VARIANTS:
         stop(f"apply.model: name one of the variants ({', '.join(VARIANTS)}) or a model.keras")
     if model is None or model in VARIANTS:
@@ -341,7 +341,16 @@ def _apply_setup():
     except TesseraError as e:
         stop(f"apply.images: {e}")
     _usable(found, "apply.images", a["images"])
+    masks = {}
+    if a.get("masks"):
+        try:
+            applying.check_masks({"task": c["task"]} if given is None else given, a["masks"])
+        except TesseraError as e:
+            stop(f"apply.masks: {e}")
+        by_path = images.find_masks(a["masks"], list(found.values()), config["recursive"])
+        masks = {i: by_path[p] for i, p in found.items() if p in by_path}
     return {
+        "masks": masks,
         "model": paths,
         "settings": c,
         "out": out,

@@ -36,6 +36,7 @@ with job(snakemake.log[0], snakemake.rule), gpu:
             batch_size=p["batch_size"],
             ensemble=p["ensemble"],
             max_megapixels=snakemake.params.max_megapixels,
+            mask_path=snakemake.input.mask or None,
         )
         print(record)
     else:

@@ -80,6 +80,13 @@ def _apply_command(commands):
     _model_file_option(apply)
     _tiling_options(apply)
     apply.add_argument(
+        "--masks",
+        metavar="FOLDER",
+        help="for a model that fills holes: a folder of mask images, white where a hole is, one "
+        "per image at the same path whatever its extension (photo.jpg's mask is photo.png); "
+        "a mask wins over the holes' gray, which stays the fallback for an image without one",
+    )
+    apply.add_argument(
         "--no-recursive",
         dest="recursive",
         action="store_false",
@@ -206,6 +213,8 @@ def run_apply(args):
     # Checked before TensorFlow starts, so a wrong path is reported at once.
     _, summary = apply.read_summary(args.model, args.summary)
     models.refuse_unnamed_file(args.model, summary, args.model_file)
+    if args.masks is not None:
+        apply.check_masks(summary, args.masks)
     apply.check_output(args.input, args.output, args.overwrite)
     with _native_stderr_quiet():
         import keras  # noqa: F401
@@ -232,6 +241,7 @@ def run_apply(args):
         warn=lambda line: tqdm.tqdm.write(f"tessera apply: warning: {line}", file=sys.stderr),
         overwrite=args.overwrite,
         model_file=args.model_file,
+        masks=args.masks,
     )
     written = len(done.records)
     skipped = f"{len(done.skipped)} skipped, listed in {done.skipped_tsv}"

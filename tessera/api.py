@@ -24,6 +24,7 @@ import numpy as np
 from tessera import TesseraError, apply, models
 from tessera import reconstruct as rec
 from tessera.measure import to_uint8
+from tessera.tasks.restore import mark_holes
 
 if TYPE_CHECKING:
     import keras
@@ -79,6 +80,7 @@ class TrainedModel:
         mode: str = "crop",
         batch_size: int = 8,
         ensemble: bool = False,
+        mask: ImageLike | None = None,
     ) -> np.ndarray:
         """The model's output for one image, as uint8 RGB (height, width, 3), its height and width
         the image's times the output scale.
@@ -87,9 +89,13 @@ class TrainedModel:
         with alpha; a PIL image; or an image file's path, decoded as the workflow decodes it. The
         model is given the image as it is: the damaged photo, for a restoring model. tile, margin,
         mode, batch_size and ensemble are the workflow's reconstruct settings (margin None: the
-        default_margin); any size of image is tiled the same way.
+        default_margin); any size of image is tiled the same way. mask: for a model told of
+        holes, where they are, white (or True) where missing: a bool array (height, width) or an
+        image as above; without it, the pixels of exactly the holes' gray are the holes.
         """
         rgb = as_rgb(image)
+        if mask is not None:
+            rgb = mark_holes(rgb, _mask(mask, rgb.shape[:2]))
         apply.check_tiling(self.summary, tile, margin, mode, batch_size)
         out, _ = rec.tiled(
             self.network, rgb, self.summary, tile, margin, mode, batch_size, ensemble
@@ -132,6 +138,21 @@ def load(
             f"model '{model_path}' maps {shapes[0]} to {shapes[1]}, not RGB images to RGB images"
         )
     return TrainedModel(network, found, model_path, summary_path, network_file)
+
+
+def _mask(mask, shape):
+    from PIL import Image
+
+    if isinstance(mask, np.ndarray) and mask.dtype == bool:
+        hole = mask
+    else:
+        hole = np.asarray(Image.fromarray(as_rgb(mask)).convert("L")) >= 128
+    if hole.shape != tuple(shape):
+        raise TesseraError(
+            f"mask: {hole.shape[1]}x{hole.shape[0]}, the image {shape[1]}x{shape[0]}: a mask must "
+            "have its image's width and height"
+        )
+    return hole
 
 
 def keras_file(path: str | Path) -> Path:

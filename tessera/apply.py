@@ -19,10 +19,12 @@ import pandas as pd
 from tessera import TesseraError, models, tasks
 from tessera import reconstruct as rec
 from tessera.files import write_tsv
+from tessera.tasks.restore import told_of_holes
 from tessera.images import (
     DEFAULT_MAX_MEGAPIXELS,
     UnusableImage,
     discover,
+    find_masks,
     image_id,
     load_image,
 )
@@ -194,13 +196,15 @@ def apply_image(
     batch_size=8,
     ensemble=False,
     max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+    mask_path=None,
 ):
     """Run the model on one image file as it is and write the result as a PNG of the same size
     (times the model's output scale, for a model that changes the resolution).
 
     A denoising or restoring model gets the photo itself as its damaged input. Only a
     reconstructing model, whose input is also the truth, is measured (PSNR, SSIM, MSE, seam
-    ratio). Returns the record, also
+    ratio). mask_path: a mask image of the holes (white) for a model told of holes; without one,
+    the photo's pixels of exactly the holes' gray are its holes. Returns the record, also
     written to out_json when given. Raises UnusableImage for a file that cannot be decoded.
     """
     measured = ("metrics", "seam_ratio") if tasks.get(summary["task"]).input_is_target else ()
@@ -219,6 +223,7 @@ def apply_image(
         ensemble=ensemble,
         measures=measured,
         source=image_path,
+        mask_path=mask_path,
     )
 
 
@@ -238,6 +243,7 @@ def apply_folder(
     warn=None,
     overwrite=False,
     model_file=None,
+    masks=None,
 ):
     """Apply a model to one image file, or to every image of a folder as the workflow finds them.
 
@@ -246,14 +252,19 @@ def apply_folder(
     wraps the list of images (a progress bar). An out_dir that already holds those tables is
     refused unless overwrite is set. When an image fails for another reason than its file, the
     tables of the images done before it are written and the TesseraError names it. model_file:
-    as for load. Returns an Applied.
+    as for load. masks: a folder of mask images, white where a hole is, one for each image at
+    the same path whatever its extension (photo.jpg's mask is photo.png), for a model told of
+    holes; an image without one falls back to its pixels of the holes' gray. Returns an Applied.
     """
     warn = warn or functools.partial(print, file=sys.stderr)
     source, out_dir = Path(source), Path(out_dir)
     check_output(source, out_dir, overwrite)
+    if masks is not None:
+        check_masks(read_summary(model_path, summary_path)[1], masks)
     model, summary = load(model_path, summary_path, model_file)
     check_tiling(summary, tile, margin, mode, batch_size)
     folder, found, skipped = inputs(source, out_dir, recursive)
+    mask_of = find_masks(masks, list(found.values()), recursive) if masks is not None else {}
     todo = [(folder / path, image) for image, path in found.items()]
     skipped = [(str(folder / path), reason) for path, reason in skipped]
     done = Applied(out_dir, skipped=skipped)
@@ -273,6 +284,7 @@ def apply_folder(
                 batch_size=batch_size,
                 ensemble=ensemble,
                 max_megapixels=max_megapixels,
+                mask_path=mask_of.get(path.relative_to(folder).as_posix()),
             )
         except UnusableImage as e:
             done.skipped.append((str(path), e.reason))
@@ -298,6 +310,20 @@ def apply_folder(
 
 
 TABLES = ("metrics.tsv", "skipped.tsv")
+
+
+def check_masks(summary, masks):
+    """Refuse a masks folder that is not one, or masks for a model that was not told of holes
+    (it would take the painted gray for part of the photo)."""
+    masks = Path(masks)
+    if not masks.is_dir():
+        what = "is a file" if masks.exists() else "does not exist"
+        raise TesseraError(f"masks folder '{masks}' {what}: give the folder of the mask images")
+    if not told_of_holes(summary["task"]):
+        raise TesseraError(
+            f"masks '{masks}' given, but this model was not trained to fill holes it is told of "
+            "(task.degradations with holes, mask: true): leave the masks out"
+        )
 
 
 def check_output(source, out_dir, overwrite=False):

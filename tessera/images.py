@@ -201,6 +201,39 @@ def _check_unique(found):
         seen[key] = f.path
 
 
+def find_masks(folder, paths, recursive=True):
+    """{image path: its mask file}: the mask of an image is the image of the same path inside
+    folder whatever its extension (photo.jpg's is photo.png), as LaMa and OpenCV keep masks apart
+    from the photos. Images without one are left out."""
+    by_stem = {}
+    for entry in discover(folder, recursive, key="masks"):
+        if entry.image_id is not None:
+            by_stem.setdefault(entry.path.rpartition(".")[0], entry.path)
+    found = {}
+    for path in paths:
+        stem = path.rpartition(".")[0]
+        if stem in by_stem:
+            found[path] = os.path.join(folder, by_stem[stem])
+    return found
+
+
+def load_mask(path, shape, image=None):
+    """A mask image as a bool array, True where it is light (white: missing, as LaMa and OpenCV
+    draw masks; any colour is read as its gray, above mid-gray). shape: the (height, width) of the
+    image it belongs to (named by image), which the mask must match."""
+    of = f" of image '{image}'" if image else ""
+    try:
+        mask, _ = load_image(path)
+    except UnusableImage as e:  # the image itself is fine: name the mask
+        raise TesseraError(f"mask '{path}'{of} cannot be used: {e.reason}") from None
+    if mask.shape[:2] != tuple(shape):
+        raise TesseraError(
+            f"mask '{path}'{of} is {mask.shape[1]}x{mask.shape[0]}, the image "
+            f"{shape[1]}x{shape[0]}: a mask must have its image's width and height"
+        )
+    return np.asarray(Image.fromarray(mask).convert("L")) >= 128
+
+
 def load_image(path, max_megapixels=None):
     """Decode an image file to an upright RGB uint8 array (height, width, 3), as a viewer shows it.
 

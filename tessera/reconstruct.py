@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tessera import TesseraError, models, tasks
 from tessera.files import write_json
 from tessera.measure import metrics, to_uint8
-from tessera.images import DIHEDRAL, dihedral, load_image, save_png, undo_dihedral
+from tessera.images import DIHEDRAL, dihedral, load_image, load_mask, save_png, undo_dihedral
 
 MODES = ("crop", "blend", "naive")
 
@@ -275,19 +275,25 @@ def rebuild(
     measures=MEASURES,
     source=None,
     target_path=None,
+    mask_path=None,
 ):
     """Rebuild one image file with a loaded model: decode it, give the model its input (made from
     the image as task says; the image itself without one), tile, convert to 8 bits, save the PNG
     and return the record (written to out_json when given), measured against the image as the
     truth for each of `measures`. The one path of reconstruction and apply; source, when given,
-    is recorded as where the image came from. Raises images.UnusableImage for a file that
-    cannot be decoded."""
+    is recorded as where the image came from; mask_path, a mask image whose white pixels are the
+    holes of a model told of holes (apply). Raises images.UnusableImage for a file that cannot be
+    decoded."""
     kind = tasks.get(task)
     clean, _ = load_image(image_path, max_megapixels=max_megapixels)
     given, extra = kind.fixed(clean, task or {}, image_id)
     if target_path is not None:  # a pair: the image is the damaged input, its target the truth
         given, clean = clean, load_image(target_path, max_megapixels=max_megapixels)[0]
     clean = kind.truth(clean, task or {})
+    if mask_path is not None:
+        from tessera.tasks.restore import mark_holes
+
+        given = mark_holes(given, load_mask(mask_path, given.shape[:2], image_path))
     started = time.perf_counter()
     output, plan = tiled(model, given, summary, tile, margin, mode, batch_size, ensemble)
     rebuilt = to_uint8(output)
@@ -297,6 +303,8 @@ def rebuild(
     record = {"image": image_id}
     if source is not None:
         record["source"] = str(source)
+    if mask_path is not None:
+        record["mask"] = str(mask_path)
     record.update(width=width, height=height)
     same_size = rebuilt.shape == clean.shape
     if not same_size:

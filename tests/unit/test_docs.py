@@ -101,19 +101,23 @@ def _of(kind):
 
 def _tiny_model(folder):
     """A model folder as training writes one (model.keras, summary.json), of a narrow compact
-    network, told it denoises, so apply gives it each image as it is. Untrained: what these tests
-    check is that the commands run, not what the model learnt, and training would make them
-    slow."""
+    network, told it denoises (or, under an inpaint run's results, fills holes it is told of), so
+    apply gives it each image as it is. Untrained: what these tests check is that the commands
+    run, not what the model learnt, and training would make them slow."""
     import keras
 
     from tessera import models
 
     keras.utils.set_random_seed(0)
-    spec = models.normalise({"preset": "compact", "width": 4, "latent": 4})
+    holes = "inpaint" in folder.parts
+    spec = models.normalise({"preset": "compact", "width": 4, "latent": 4, "mask": 128 * holes})
+    spec = {k: v for k, v in spec.items() if k != "mask" or holes}
     model = models.build(spec)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
     task = {"kind": "denoise", "noise": "gaussian", "sigma": 25, "rate": 0.1, "seed": 0}
+    if holes:
+        task = {"kind": "restore", "seed": 0, "degradations": [{"kind": "holes", "mask": True}]}
     summary = {"model": spec, **models.describe(model), "task": task}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -136,7 +140,8 @@ def _copy_repository(to):
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A fresh copy of the repository with what the docs' commands expect a user to have: clean
-    photos in photos/clean, damaged ones in photos/damaged, and a model wherever a command names a
+    photos in photos/clean, damaged ones in photos/damaged (the first with a mask of its holes in
+    photos/masks), and a model wherever a command names a
     model.keras under results/ (as a training run leaves it)."""
     root = tmp_path_factory.mktemp("clone")
     _copy_repository(root)
@@ -145,6 +150,9 @@ def clone(tmp_path_factory):
     damaged.mkdir(parents=True)
     Image.fromarray(sample("chelsea.png", (100, 40, 196, 136))).save(damaged / "IMG_0001.jpg")
     Image.fromarray(sample("rocket.jpg", (200, 100, 280, 180))).save(damaged / "IMG_0002.png")
+    masks = root / "photos" / "masks"  # white where a hole is, for the first only
+    masks.mkdir()
+    Image.new("L", (96, 96)).save(masks / "IMG_0001.png")
     for path in {p for c in COMMANDS for p in re.findall(r"results/\S*model\.keras", c)}:
         _tiny_model((root / path).parent)
     return root
@@ -246,6 +254,7 @@ def test_each_tessera_command_parses_and_runs_for_real(command, clone, monkeypat
 def test_each_install_command_names_files_that_exist(command):
     _, words = _words(command)
     named = [words[i + 1] for i, w in enumerate(words) if w in ("-r", "-f")]
+    named += ["pyproject.toml" for w in words[2:] if w == "."]  # the package itself
     pinned = [w for w in words if "==" in w]
     assert named or pinned, command
     for name in named:

@@ -133,3 +133,14 @@ def test_a_model_name_that_is_no_variant_lists_the_variants(tmp_path, folder):
     )
     line = one_error_line(proc)
     assert line.startswith("apply.model: 'compact' is neither a variant of this run (it has none)")
+
+
+def test_masks_for_a_model_not_told_of_holes_stop_before_any_job(tmp_path, folder):
+    apply = {"images": str(folder), "masks": str(folder)}
+    tiny_config(tmp_path / "tiny.yaml", folder, apply=apply)
+    proc = snakemake(
+        tmp_path, "-n", "apply", "--configfile", str(tmp_path / "tiny.yaml"), check=False
+    )
+    line = one_error_line(proc)
+    assert line.startswith("apply.masks: masks '"), line
+    assert "was not trained to fill holes" in line, line
