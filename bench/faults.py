@@ -349,8 +349,7 @@ def can_mount(folder):
 def workflow(work, disk):
     """A workflow folder with three small photos and the tiny config, results/ and logs/ on disk;
     returns the command that runs it."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import snakemake_command, tiny_config, tiny_images
+    from tests.conftest import snakemake_command, tiny_config, tiny_images
 
     config = tiny_config(
         work / "tiny.yaml",

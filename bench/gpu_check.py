@@ -16,7 +16,6 @@ in children with the installed wheels on PYTHONPATH and KERAS_BACKEND=jax. See d
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -223,15 +222,17 @@ class Check:
             self.fail(step, setting, why or "no summary.json", seconds)
             return None
         summary = json.loads(summaries[0].read_text())
-        # PSNR is of a mean squared error (of pixel values in 0..1): none for another loss
-        mse = summary["settings"]["loss"] == "mse"
         notes = [f"precision {summary.get('precision')}", note]
         if summary.get("stopped_by_budget"):
             notes.insert(0, "stopped by its budget")
         # a restoration task's input, scored against the target (the noisy input, ...)
         for key, loss in summary.items():
-            if mse and key.startswith("val_loss_") and key.endswith("_input") and _psnr(loss):
-                notes.append(f"the {key[9:-6]} input: {_psnr(loss):.2f} dB")
+            if (
+                key.startswith("val_loss_")
+                and key.endswith("_input")
+                and summary.get("val_psnr_input_db")
+            ):
+                notes.append(f"the {key[9:-6]} input: {summary['val_psnr_input_db']:.2f} dB")
         self.add(
             step,
             setting,
@@ -240,7 +241,7 @@ class Check:
             note="; ".join(n for n in notes if n),
             **{
                 "patches/s": _fmt(summary.get("patches_per_s")),
-                "val PSNR dB": _fmt(_psnr(summary.get("final_val_loss")), 2) if mse else "",
+                "val PSNR dB": _fmt(summary.get("val_psnr_db"), 2),
                 "wall s": _fmt(seconds, 1),
             },
         )
@@ -337,10 +338,6 @@ def _speed_rows(text):
             except ValueError:
                 rates.pop(parts[0], None)
     return rates
-
-
-def _psnr(mse):
-    return 10 * math.log10(1 / mse) if mse and mse > 0 else None
 
 
 def _fmt(value, digits=0):

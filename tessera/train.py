@@ -151,7 +151,8 @@ def evaluate(model, batches, loss, task=None):
     contrast of the outputs and the targets. Where the task counts its loss on some pixels only
     (holes), every loss is counted there. One batch of floats at a time."""
     kind = tasks.get(task)
-    sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std"), 0.0)
+    sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std", "mse"), 0.0)
+    sums["input_mse"] = 0.0
     total = 0
     for x, y, ref, n in batches:
         pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
@@ -170,6 +171,9 @@ def evaluate(model, batches, loss, task=None):
             ("input", _loss(loss, ref, y, weights)),
             ("out_std", float(pred.std(axis=(1, 2)).mean())),
             ("ref_std", float(y.std(axis=(1, 2)).mean())),
+            # whatever the loss, the squared error: the PSNR a user reads
+            ("mse", _loss("mse", pred, y, weights)),
+            ("input_mse", _loss("mse", ref, y, weights)),
         ):
             sums[key] += value * n
         total += n
@@ -188,6 +192,7 @@ def quality_flags(model, given, target, loss, task):
         "val_loss_model": mean["model"],
         "val_loss_mean_colour": mean["mean_colour"],
         "val_contrast_ratio": round(mean["out_std"] / max(mean["ref_std"], 1e-6), 4),
+        "val_psnr_db": _psnr(mean["mse"]),
     }
     flags = [f for f in [collapsed(figures["val_contrast_ratio"], "the validation patches")] if f]
     if mean["model"] >= mean["mean_colour"]:
@@ -199,12 +204,18 @@ def quality_flags(model, given, target, loss, task):
     kind = tasks.get(task)
     if not kind.input_is_target:
         figures[f"val_loss_{kind.input_word}_input"] = mean["input"]
+        figures["val_psnr_input_db"] = _psnr(mean["input_mse"])
         if mean["model"] >= mean["input"]:
             flags.append(
                 f"no better than the {kind.input_word} input itself (validation loss "
                 f"{mean['model']:.5f} vs {mean['input']:.5f})"
             )
     return figures, flags
+
+
+def _psnr(mse):
+    """The PSNR (dB) of a mean squared error of values in 0..1, to 0.01 dB (None for no error)."""
+    return round(float(10 * np.log10(1 / mse)), 2) if mse > 0 else None
 
 
 def swap_averages(optimizer):

@@ -59,8 +59,8 @@ def filled(*changes):
         ),
         (
             [("task", {"kind": "upscale", "factor": 3}), ("model", {"preset": "dncnn"})],
-            "patches.size: 32 is not a multiple of task.factor 3, which shrinks each patch 3 "
-            "times; use 30 or 33",
+            "patches.size: 32 is not a multiple of 3: task.factor 3 shrinks each patch to the "
+            "network's input, whose sides must be multiples of 1; use 30 or 33"
         ),
         (
             [
@@ -83,8 +83,8 @@ def filled(*changes):
             "first, [10, 30]",
         ),
         (
-            [("task", {"kind": "restore", "degradations": [HOLES, {"kind": "downscale", "factor": [4, 2]}]})],
-            "task.degradations.1.factor: [4, 2] gives the high end first",
+            [("task", {"kind": "restore", "degradations": [{"kind": "downscale", "factor": [4, 2]}, HOLES]})],
+            "task.degradations.0.factor: [4, 2] gives the high end first",
         ),
         # 17 valid convolutions trim 34 pixels: nothing is left of a 32-pixel patch
         (
