@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, small_photos, snakemake, tiny_config, tiny_images
-from tests.workflow.test_end_to_end import UNTRAINED, learning_failures, workflow_run
+from tests.workflow.test_end_to_end import learning_failures, workflow_run
 from tests.workflow.test_rerun import planned, rules
 
 GRID = {"model.width": [4, 8]}
@@ -135,12 +135,10 @@ def test_a_bad_network_setting_stops_before_any_job_with_one_line(tmp_path, conf
 
 
 @pytest.mark.parametrize("preset", ["unet", "resnet"])
-def test_the_posts_other_networks_learn_and_fail_the_check_untrained(tmp_path_factory, preset):
-    # tiles wide enough for their margins (receptive radius 23 and 16) on the 128-pixel photos
+def test_the_posts_other_networks_learn(tmp_path_factory, preset):
+    # tiles wide enough for their margins (receptive radius 23 and 16) on the 128-pixel photos.
+    # The same check fails an untrained model: test_end_to_end's counterpart shows it once for
+    # every preset, as the check does not depend on the network.
     model = {"model": {"preset": preset}, "reconstruct": {"tile": 128}}
     work, images, _ = workflow_run(tmp_path_factory, preset, **model)
     assert learning_failures(work, images) == []
-    work, images, _ = workflow_run(
-        tmp_path_factory, f"{preset}-untrained", train=UNTRAINED, **model
-    )
-    assert any("validation PSNR" in f for f in learning_failures(work, images))
