@@ -60,6 +60,7 @@ def verdicts(rows, summary):
     out = []
     kind = tasks.get(summary.get("task"))
     harmed = None if kind.input_is_target else f"{kind.input_word} input"
+    ours_name = "autoencoder" if kind.input_is_target else "network"
     split = "val" if (rows.split == "val").any() else "train"
     part = rows[rows.split == split]
     ours = part[part.method == AUTOENCODER].set_index("image").psnr
@@ -70,7 +71,7 @@ def verdicts(rows, summary):
         side = "validation" if split == "val" else "training"
         verb = "beats" if gain > 0 else "loses to"
         sentence = (
-            f"On the {side} images the autoencoder {verb} {method} by {abs(gain):.2f} dB mean PSNR "
+            f"On the {side} images the {ours_name} {verb} {method} by {abs(gain):.2f} dB mean PSNR "
             f"(better on {wins} of {len(ours)} images)"
         )
         size = group.get("bytes_per_pixel")
@@ -88,7 +89,7 @@ def verdicts(rows, summary):
                 ).mean()
             )
             out.append(
-                f"Inside the holes alone the autoencoder {'beats' if inside > 0 else 'loses to'} "
+                f"Inside the holes alone the {ours_name} {'beats' if inside > 0 else 'loses to'} "
                 f"{method} by {abs(inside):.2f} dB mean PSNR."
             )
         if method == harmed and gain < 0:
@@ -387,6 +388,8 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         .to_dict("records"),
         method_names=[AUTOENCODER] + list(dict.fromkeys(baselines.method)),
         chosen=chosen,
+        # the enlarging baselines are Pillow's resampling filters, the others scikit-image's
+        library="Pillow" if kind.scale(task or {}) > 1 else "scikit-image",
         verdicts=verdicts(rows, summary),
         seams=seam,
         gallery=entries,
