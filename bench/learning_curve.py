@@ -2,7 +2,8 @@
 each scored on the same held-out photos against the best classical method for its task.
 
     python bench/learning_curve.py [--configs upscale jpeg] [--minutes 2.5 5 10 20]
-                                   [--out DIR] [--png docs/learning_curve.png]
+                                   [--folders samples photos] [--out DIR]
+                                   [--png docs/learning_curve.png]
 
 Two folders: the seven sample photos (resources/sample_images), and the thirteen of
 resources/photos (those seven and six more: every photograph and texture of scikit-image's data
@@ -10,8 +11,9 @@ whose licence it documents). Each (config, folder) runs as one Snakemake workflo
 are the budgets, under DIR (default bench/out/learning). Both hold out the same two photos,
 astronaut.png and coffee.png (split seed 169 puts them alone on the validation side of either
 folder), and every figure is the mean over those two: the network's PSNR minus the best
-classical method's. Prints the table, writes it as learning.tsv
-beside the runs, and plots gain against minutes, one line per folder, to --png.
+classical method's. Prints the table, writes it as learning.tsv beside the runs (rows of earlier
+invocations with other configs, folders or budgets are kept, so a curve can be taken in parts),
+and plots gain against minutes, one line per folder, to --png.
 """
 
 import argparse
@@ -31,6 +33,7 @@ SAMPLES = REPO / "resources" / "sample_images"
 PHOTOS = REPO / "resources" / "photos"
 SPLIT_SEED = 169  # astronaut.png and coffee.png alone held out, in either folder
 HELD_OUT = ["astronaut.png", "coffee.png"]
+FOLDERS = {"samples": SAMPLES, "photos": PHOTOS}
 
 
 def run(config, folder, label, minutes, out):
@@ -61,12 +64,13 @@ def main():
     ap.add_argument("--minutes", nargs="+", type=float, default=[2.5, 5, 10, 20])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "learning")
     ap.add_argument("--png", type=Path, default=REPO / "docs" / "learning_curve.png")
+    ap.add_argument("--folders", nargs="+", default=["samples", "photos"], choices=FOLDERS)
     args = ap.parse_args()
     out = args.out.resolve()
-    folders = {"samples": SAMPLES, "photos": PHOTOS}
     rows = []
     for config in args.configs:
-        for label, folder in folders.items():
+        for label in args.folders:
+            folder = FOLDERS[label]
             results, variants = run(config, folder, label, args.minutes, out)
             for name, change in variants.items():
                 s = scores(results, name, keep=HELD_OUT)
@@ -83,6 +87,12 @@ def main():
                     }
                 )
     table = pd.DataFrame(rows)
+    # runs of other invocations (other configs, folders or budgets) stay in the table
+    key = ["config", "photos", "minutes"]
+    if (out / "learning.tsv").exists():
+        earlier = pd.read_csv(out / "learning.tsv", sep="\t")
+        table = pd.concat([earlier, table]).drop_duplicates(key, keep="last")
+    table = table.sort_values(key)
     table.to_csv(out / "learning.tsv", sep="\t", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     plot(table, args.png)
