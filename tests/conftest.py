@@ -115,3 +115,18 @@ def snakemake(workdir, *args, check=True, timeout=600, snakefile=None, env=None)
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+# Every test of tests/workflow/ and tests/slurm/ runs Snakemake: all of them are slow, so that the
+# quick loop (pytest -m "not slow") is the unit tests that neither train for long nor run it.
+RUN_SNAKEMAKE = ("workflow", "slurm")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    tests = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).relative_to(tests).parts
+        if parts[0] in RUN_SNAKEMAKE:
+            item.add_marker(pytest.mark.slow)

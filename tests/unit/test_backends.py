@@ -51,6 +51,7 @@ VIRTUAL = {
 }
 
 
+@pytest.mark.slow  # two trainings in a subprocess of its own per backend
 @pytest.mark.parametrize("backend", sorted(VIRTUAL))
 def test_data_parallel_training_uses_both_devices_and_matches_one(tmp_path, backend):
     env, devices = VIRTUAL[backend]

@@ -20,7 +20,11 @@ CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# scale.py runs Snakemake: slow, as the workflow tests are
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.slow) if c == "scale.py" else c for c in sorted(CASES)],
+)
 def test_bench_script_prints_its_figures(case):
     script, *options = case.split()
     args, expected = CASES[case]
