@@ -1,4 +1,4 @@
-"""The workflow's own checks: linter and snakefmt clean, settings reach scripts by params."""
+"""The workflow's own checks: linter, snakefmt and black clean, settings reach scripts by params."""
 
 import ast
 import subprocess
@@ -18,6 +18,14 @@ def test_snakemake_lint_is_clean():
 
 def test_snakefmt_check_passes():
     proc = subprocess.run(["snakefmt", "--check", "."], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_black_check_passes():
+    # the Python code's style, as CONTRIBUTING.md asks (snakefmt uses black for the rule files)
+    proc = subprocess.run(
+        [sys.executable, "-m", "black", "--check", "."], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
