@@ -127,6 +127,5 @@ def pytest_collection_modifyitems(config, items):
 
     tests = Path(__file__).parent
     for item in items:
-        parts = Path(item.fspath).relative_to(tests).parts
-        if parts[0] in RUN_SNAKEMAKE:
+        if any(tests / folder in Path(item.fspath).parents for folder in RUN_SNAKEMAKE):
             item.add_marker(pytest.mark.slow)
