@@ -226,13 +226,9 @@ class Check:
         if summary.get("stopped_by_budget"):
             notes.insert(0, "stopped by its budget")
         # a restoration task's input, scored against the target (the noisy input, ...)
-        for key, loss in summary.items():
-            if (
-                key.startswith("val_loss_")
-                and key.endswith("_input")
-                and summary.get("val_psnr_input_db")
-            ):
-                notes.append(f"the {key[9:-6]} input: {summary['val_psnr_input_db']:.2f} dB")
+        inputs = [k[9:-6] for k in summary if k.startswith("val_loss_") and k.endswith("_input")]
+        if inputs and summary.get("val_psnr_input_db"):
+            notes.append(f"the {inputs[0]} input: {summary['val_psnr_input_db']:.2f} dB")
         self.add(
             step,
             setting,

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.recipe import scores  # noqa: E402
+from tessera.files import write_tsv  # noqa: E402
 
 SAMPLES = REPO / "resources" / "sample_images"
 PHOTOS = REPO / "resources" / "photos"
@@ -93,7 +94,7 @@ def main():
         earlier = pd.read_csv(out / "learning.tsv", sep="\t")
         table = pd.concat([earlier, table]).drop_duplicates(key, keep="last")
     table = table.sort_values(key)
-    table.to_csv(out / "learning.tsv", sep="\t", index=False)
+    write_tsv(table, out / "learning.tsv")  # read back by the next run: never half-written
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     plot(table, args.png)
 

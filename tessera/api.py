@@ -23,6 +23,7 @@ import numpy as np
 
 from tessera import TesseraError, apply, models
 from tessera import reconstruct as rec
+from tessera.images import holes_of_mask
 from tessera.measure import to_uint8
 from tessera.tasks.restore import mark_holes
 
@@ -95,7 +96,8 @@ class TrainedModel:
         """
         rgb = as_rgb(image)
         if mask is not None:
-            rgb = mark_holes(rgb, _mask(mask, rgb.shape[:2]))
+            hole = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_rgb(mask)
+            rgb = mark_holes(rgb, holes_of_mask(hole, rgb.shape[:2]))
         apply.check_tiling(self.summary, tile, margin, mode, batch_size)
         out, _ = rec.tiled(
             self.network, rgb, self.summary, tile, margin, mode, batch_size, ensemble
@@ -138,21 +140,6 @@ def load(
             f"model '{model_path}' maps {shapes[0]} to {shapes[1]}, not RGB images to RGB images"
         )
     return TrainedModel(network, found, model_path, summary_path, network_file)
-
-
-def _mask(mask, shape):
-    from PIL import Image
-
-    if isinstance(mask, np.ndarray) and mask.dtype == bool:
-        hole = mask
-    else:
-        hole = np.asarray(Image.fromarray(as_rgb(mask)).convert("L")) >= 128
-    if hole.shape != tuple(shape):
-        raise TesseraError(
-            f"mask: {hole.shape[1]}x{hole.shape[0]}, the image {shape[1]}x{shape[0]}: a mask must "
-            "have its image's width and height"
-        )
-    return hole
 
 
 def keras_file(path: str | Path) -> Path:

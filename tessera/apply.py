@@ -259,9 +259,9 @@ def apply_folder(
     warn = warn or functools.partial(print, file=sys.stderr)
     source, out_dir = Path(source), Path(out_dir)
     check_output(source, out_dir, overwrite)
-    if masks is not None:
-        check_masks(read_summary(model_path, summary_path)[1], masks)
     model, summary = load(model_path, summary_path, model_file)
+    if masks is not None:
+        check_masks(summary, masks)
     check_tiling(summary, tile, margin, mode, batch_size)
     folder, found, skipped = inputs(source, out_dir, recursive)
     mask_of = find_masks(masks, list(found.values()), recursive) if masks is not None else {}

@@ -226,12 +226,20 @@ def load_mask(path, shape, image=None):
         mask, _ = load_image(path)
     except UnusableImage as e:  # the image itself is fine: name the mask
         raise TesseraError(f"mask '{path}'{of} cannot be used: {e.reason}") from None
+    return holes_of_mask(mask, shape, f"mask '{path}'{of}")
+
+
+def holes_of_mask(mask, shape, name="mask"):
+    """The holes of a decoded mask (an RGB uint8 array, or already a bool array): True where it is
+    lighter than mid-gray. Its (height, width) must be shape, the image's; name says which mask."""
+    if mask.dtype != bool:
+        mask = np.asarray(Image.fromarray(mask).convert("L")) >= 128
     if mask.shape[:2] != tuple(shape):
         raise TesseraError(
-            f"mask '{path}'{of} is {mask.shape[1]}x{mask.shape[0]}, the image "
-            f"{shape[1]}x{shape[0]}: a mask must have its image's width and height"
+            f"{name} is {mask.shape[1]}x{mask.shape[0]}, the image {shape[1]}x{shape[0]}: a mask "
+            "must have its image's width and height"
         )
-    return np.asarray(Image.fromarray(mask).convert("L")) >= 128
+    return mask
 
 
 def load_image(path, max_megapixels=None):

@@ -144,15 +144,15 @@ def _loss(name, a, b, weights=None):
     return float(per_patch.mean())
 
 
-def evaluate(model, batches, loss, task=None):
+def evaluate(model, batches, loss, task=None, psnr=False):
     """Means over validation batches of (input, target, input as an output, count) from
     batches.in_batches: the model's loss, the loss of each patch's own mean colour (of what the
     model is given), of the input itself (an upscale task's: its bicubic enlargement), and the
     contrast of the outputs and the targets. Where the task counts its loss on some pixels only
-    (holes), every loss is counted there. One batch of floats at a time."""
+    (holes), every loss is counted there. With psnr, also the squared errors of the model and of
+    the input ("mse", "input_mse"), whatever the loss. One batch of floats at a time."""
     kind = tasks.get(task)
-    sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std", "mse"), 0.0)
-    sums["input_mse"] = 0.0
+    sums = dict.fromkeys(("model", "mean_colour", "input", "out_std", "ref_std"), 0.0)
     total = 0
     for x, y, ref, n in batches:
         pred = np.asarray(model.predict_on_batch(x), dtype=np.float32)[:n]
@@ -171,11 +171,11 @@ def evaluate(model, batches, loss, task=None):
             ("input", _loss(loss, ref, y, weights)),
             ("out_std", float(pred.std(axis=(1, 2)).mean())),
             ("ref_std", float(y.std(axis=(1, 2)).mean())),
-            # whatever the loss, the squared error: the PSNR a user reads
-            ("mse", _loss("mse", pred, y, weights)),
-            ("input_mse", _loss("mse", ref, y, weights)),
         ):
             sums[key] += value * n
+        if psnr:  # the PSNR a user reads is of the squared error, whatever the loss
+            for key, a in (("mse", pred), ("input_mse", ref)):
+                sums[key] = sums.get(key, 0.0) + _loss("mse", a, y, weights) * n
         total += n
     return {k: v / total for k, v in sums.items()}
 
@@ -187,7 +187,7 @@ def validation_batches(given, target, task):
 
 def quality_flags(model, given, target, loss, task):
     """Checks a user should see: outputs gone flat, or no better than the trivial answers."""
-    mean = evaluate(model, validation_batches(given, target, task), loss, task)
+    mean = evaluate(model, validation_batches(given, target, task), loss, task, psnr=True)
     figures = {
         "val_loss_model": mean["model"],
         "val_loss_mean_colour": mean["mean_colour"],

@@ -223,8 +223,7 @@ class Restore(Task):
 
     def model_options(self, spec):
         chain = spec["degradations"]
-        masked = any(d["kind"] == "holes" and d.get("mask", True) for d in chain)
-        if not masked:
+        if not told_of_holes(spec):
             return {}
         # with other damage the network restores every pixel; holes alone, only the holes
         if any(d["kind"] != "holes" for d in chain):

@@ -19,6 +19,16 @@ STRAY = np.zeros(PHOTO.shape[:2], bool)  # known pixels that happen to be the ho
 STRAY[70:74, 60:80] = True
 
 
+def _folders(tmp_path, mask, mask_name="cat.png"):
+    """A folder holding cat.png (the photo) and a folder of masks holding mask (a PIL image)."""
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir()
+    masks.mkdir()
+    Image.fromarray(_photo()).save(photos / "cat.png")
+    mask.save(masks / mask_name)
+    return photos, masks
+
+
 def _photo():
     photo = PHOTO.copy()
     photo[HOLE] = (255, 0, 0)  # what the mask hides: the network must not see it
@@ -51,12 +61,9 @@ def test_a_mask_wins_over_the_gray(holes_model, tmp_path):
 
 @pytest.mark.slow  # trains a model once a session (tests/unit/conftest.py)
 def test_apply_reads_each_images_mask_by_its_path(holes_model, tmp_path):
-    photos, masks = tmp_path / "photos", tmp_path / "masks"
-    photos.mkdir()
-    masks.mkdir()
-    Image.fromarray(_photo()).save(photos / "cat.png")
+    white = Image.fromarray(np.where(HOLE, 255, 0).astype(np.uint8))
+    photos, masks = _folders(tmp_path, white, "cat.jpg")
     Image.fromarray(_photo()).save(photos / "other.png")  # no mask: the gray is its holes
-    Image.fromarray(np.where(HOLE, 255, 0).astype(np.uint8)).save(masks / "cat.jpg")
     run = [sys.executable, "-m", "tessera", "apply", str(holes_model / "model.keras")]
     done = subprocess.run(
         [*run, str(photos), str(tmp_path / "out"), "--masks", str(masks), "--tile", "64"],
@@ -83,10 +90,6 @@ def test_masks_are_refused_for_a_model_not_told_of_holes(compact_model, tmp_path
 
 @pytest.mark.slow  # trains a model once a session (tests/unit/conftest.py)
 def test_a_mask_of_another_size_names_the_mask(holes_model, tmp_path):
-    photos, masks = tmp_path / "photos", tmp_path / "masks"
-    photos.mkdir()
-    masks.mkdir()
-    Image.fromarray(_photo()).save(photos / "cat.png")
-    Image.new("L", (50, 40), 255).save(masks / "cat.png")
+    photos, masks = _folders(tmp_path, Image.new("L", (50, 40), 255))
     with pytest.raises(TesseraError, match=r"mask '.*masks/cat.png' of image .* is 50x40"):
         apply.apply_folder(holes_model / "model.keras", photos, tmp_path / "out", masks=masks)
