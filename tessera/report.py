@@ -55,12 +55,17 @@ def comparison(table, baselines):
     return rows, mean
 
 
+def our_name(kind):
+    """What the report calls the trained model: an autoencoder where it rebuilds its input."""
+    return AUTOENCODER if kind.input_is_target else "network"
+
+
 def verdicts(rows, summary):
     """Plain sentences: against which method the autoencoder wins or loses, on which images."""
     out = []
     kind = tasks.get(summary.get("task"))
     harmed = None if kind.input_is_target else f"{kind.input_word} input"
-    ours_name = "autoencoder" if kind.input_is_target else "network"
+    ours_name = our_name(kind)
     split = "val" if (rows.split == "val").any() else "train"
     part = rows[rows.split == split]
     ours = part[part.method == AUTOENCODER].set_index("image").psnr
@@ -387,6 +392,7 @@ def build(inputs, items, skipped, config, settings, out_dir, shown_image, compar
         .reset_index()
         .to_dict("records"),
         method_names=[AUTOENCODER] + list(dict.fromkeys(baselines.method)),
+        shown={AUTOENCODER: our_name(kind)},
         chosen=chosen,
         # the enlarging baselines are Pillow's resampling filters, the others scikit-image's
         library="Pillow" if kind.scale(task or {}) > 1 else "scikit-image",
