@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -123,8 +124,6 @@ RUN_SNAKEMAKE = ("workflow", "slurm")
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     tests = Path(__file__).parent
     for item in items:
         if any(tests / folder in Path(item.fspath).parents for folder in RUN_SNAKEMAKE):

@@ -1,15 +1,12 @@
 """Preset arguments, the post's other networks, model files of one's own, fine-tuning from
 earlier weights and TensorBoard logs."""
 
-import copy
-import json
-
 import numpy as np
 import pytest
 
 from tessera import TesseraError, codeversion, models, settings, train
 from tests.conftest import DATA, REPO, patch_dataset, sample
-from tests.unit.test_config_errors import CONFIG, SCHEMA, with_
+from tests.unit.test_config_errors import SCHEMA, with_
 from tests.unit.test_train import SETTINGS
 
 

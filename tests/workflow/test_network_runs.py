@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, small_photos, snakemake, tiny_config, tiny_images
+from tests.conftest import REPO, snakemake, tiny_config, tiny_images
 from tests.workflow.test_end_to_end import learning_failures, workflow_run
 from tests.workflow.test_rerun import planned, rules
 
@@ -134,11 +134,15 @@ def test_a_bad_network_setting_stops_before_any_job_with_one_line(tmp_path, conf
     assert [line for line in out.splitlines() if "tessera: error" in line] == [expected]
 
 
-@pytest.mark.parametrize("preset", ["unet", "resnet"])
-def test_the_posts_other_networks_learn(tmp_path_factory, preset):
-    # tiles wide enough for their margins (receptive radius 23 and 16) on the 128-pixel photos.
-    # The same check fails an untrained model: test_end_to_end's counterpart shows it once for
-    # every preset, as the check does not depend on the network.
-    model = {"model": {"preset": preset}, "reconstruct": {"tile": 128}}
-    work, images, _ = workflow_run(tmp_path_factory, preset, **model)
-    assert learning_failures(work, images) == []
+def test_the_posts_other_networks_learn(tmp_path_factory):
+    # one run, a variant each, sharing patches and split; tiles wide enough for their margins
+    # (receptive radius 23 and 16) on the 128-pixel photos. The same check fails an untrained
+    # model: test_end_to_end's counterpart shows it once for every preset, as the check does not
+    # depend on the network.
+    presets = ("unet", "resnet")
+    variants = {name: {"model": {"preset": name}} for name in presets}
+    work, images, _ = workflow_run(
+        tmp_path_factory, "posts", variants=variants, reconstruct={"tile": 128}
+    )
+    for name in presets:
+        assert learning_failures(work, images, name) == [], name

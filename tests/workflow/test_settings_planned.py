@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings as hsettings
 
 from tessera import settings
-from tests.conftest import REPO, SAMPLES, snakemake, tiny_config, tiny_images
+from tests.conftest import SAMPLES, snakemake, tiny_config, tiny_images
 from tests.drawn_configs import configs, write
 from tests.workflow.test_real_folders import one_error_line
 

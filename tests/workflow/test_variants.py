@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import REPO, sample, small_photos, snakemake, tiny_config
+from tests.conftest import sample, small_photos, snakemake, tiny_config
 from tests.workflow.test_rerun import jobs_in, planned, rules
 
 GRID = {"train.learning_rate": [0.002, 0.004]}
