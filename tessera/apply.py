@@ -294,8 +294,11 @@ def apply_folder(
             _write_tables(done)
             if not isinstance(e, Exception):
                 raise
+            # Tessera's own messages are one line that names the file: whole, however long
+            # its paths; anything else is cut to one line of its start
+            why = str(e) if isinstance(e, TesseraError) else _one_line(e, 200)
             raise TesseraError(
-                f"image '{path}' failed ({type(e).__name__}: {_one_line(e, 200)}); the "
+                f"image '{path}' failed ({type(e).__name__}: {why}); the "
                 f"{len(done.records)} done before it are listed in {done.metrics_tsv}"
             ) from e
         else:
