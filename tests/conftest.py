@@ -128,3 +128,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(tests / folder in Path(item.fspath).parents for folder in RUN_SNAKEMAKE):
             item.add_marker(pytest.mark.slow)
+    # The files with slow tests first, the quick ones after: the two workers then end together,
+    # on short files, rather than one waiting while the other runs a long file alone. (A stable
+    # sort by file: each file's tests stay together and in order.)
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
