@@ -360,7 +360,7 @@ def test_a_training_job_killed_by_the_scheduler_resumes_after_its_last_backed_up
     if job_signal == signal.SIGTERM:
         assert "tessera train: stopped by SIGTERM" in killed.stdout
     assert not (tmp_path / "results" / "model" / "model.keras").exists()
-    # what follows training is test_an_interrupted_run_resumes_training_and_redoes_nothing_...'s
+    # until training ends: the jobs after it are the Ctrl-C test's to check (the fixture's run)
     again = run_in(tmp_path, "--until", "train")
     assert "resuming after epoch" in (tmp_path / "logs" / "train.log").read_text()
     summary = json.loads((tmp_path / "results" / "model" / "summary.json").read_text())
