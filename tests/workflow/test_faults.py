@@ -39,7 +39,13 @@ def test_training_killed_at_any_moment_resumes_with_every_epoch_once(tmp_path):
     faults.print_kills(rows)
     table = pd.DataFrame(rows)
     killed = table[table.killed]
-    assert len(killed) >= 10, table
+    # The moments of the writes and damage chains are events: each is reached, so each kills. The
+    # time chain's are seconds into a run, spread over the uninterrupted run's life: its first,
+    # before the first backup, is reached; the later may fall after a run's end when the machine
+    # is less loaded than while that run was timed (two test workers share it).
+    events = table[(table.chain != "time") & table.rc.isna()]
+    assert len(events) == 8 and events.killed.all(), table
+    assert table[table.chain == "time"].killed.any(), table
     assert killed.outputs.str.contains("model.keras").any() or killed.inside.any(), table
     assert table.began.str.startswith("resumed").sum() >= 3, table
     assert (table.began == "started over (damaged backup)").sum() == 1, table
