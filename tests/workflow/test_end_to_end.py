@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
@@ -32,15 +33,40 @@ RESTORE_MARGIN_DB = 0.1
 EIGEN = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
-def workflow_run(tmp_path_factory, name, env=None, **changes):
+def workflow_run(tmp_path_factory, name, env=None, checked_only=False, **changes):
+    """A real run on four small photos. checked_only: only what learning_failures reads (the
+    models and the validation images' reconstructions), not the training images' reconstructions,
+    the naive tiling, the baselines, report and card: a learning check's run is then about half
+    its jobs, each of which starts a framework."""
     work = tmp_path_factory.mktemp(name)
     images = small_photos(work / "my photos")
     if changes.get("task", {}).get("kind") == "paired":
         images, changes["targets"] = damaged_copies(images, work / "damaged"), str(images)
     train = {"epochs": EPOCHS, **changes.pop("train", {})}
     tiny_config(work / "tiny.yaml", images, train=train, **changes)
-    proc = snakemake(work, "--configfile", str(work / "tiny.yaml"), env=env)
+    args = ["--configfile", str(work / "tiny.yaml")]
+    if checked_only:
+        # the split decides which images are checked: run up to it, then ask for those
+        snakemake(work, *args, "--until", "split", env=env)
+        variants = list(changes.get("variants", {})) or [""]
+        val = validation_images(work)
+        # the targets before --configfile, which takes every word after it
+        args = [
+            str(Path("results", v, "reconstructed", f"{i}.json")) for v in variants for i in val
+        ] + args
+    proc = snakemake(work, *args, env=env)
     return work, images, proc
+
+
+def validation_images(work):
+    """The images the split put on the validation side (of every split, where variants share it)."""
+    tables = list((work / "results").glob("*/split.tsv")) + list(
+        (work / "results").glob("shared/*/split.tsv")
+    )
+    assert tables, f"no split table under {work / 'results'}"
+    return sorted(
+        {i for t in tables for i in pd.read_csv(t, sep="\t").query("split == 'val'").image}
+    )
 
 
 def damaged_copies(clean, folder):
@@ -92,7 +118,11 @@ def learning_failures(work, images, variant=None):
     denoise mode, the noisy input)."""
     r = work / "results" / (variant or "")
     summary = json.loads((r / "model" / "summary.json").read_text())
-    val = pd.read_csv(r / "report" / "metrics.tsv", sep="\t").query("split == 'val'")
+    # each validation image's own figures, as the reconstruction wrote them and the report reads them
+    rows = [
+        json.loads((r / "reconstructed" / f"{i}.json").read_text()) for i in validation_images(work)
+    ]
+    val = pd.DataFrame(rows)
     assert len(val) >= 1
     failures = list(summary["flags"])
     kind = summary["task"]["kind"]

@@ -1,6 +1,7 @@
 """The learning checks of each task in real workflow runs on four small photographs, each with a
 counterpart that must fail the same check, and each trained with another kernel library than the
-default where a user's machine may have one."""
+default where a user's machine may have one. Each run makes only what the check reads
+(test_end_to_end's run checks every output)."""
 
 import importlib.util
 import json
@@ -26,7 +27,9 @@ UNTRAINED = {"learning_rate": 0, "epochs": 1}
 
 
 def test_an_untrained_model_fails_the_learning_check(tmp_path_factory):
-    work, images, _ = workflow_run(tmp_path_factory, "untrained", train=UNTRAINED)
+    work, images, _ = workflow_run(
+        tmp_path_factory, "untrained", checked_only=True, train=UNTRAINED
+    )
     failures = learning_failures(work, images)
     assert any("mean colour" in f and "validation PSNR" in f for f in failures), failures
     assert any("own mean colour" in f for f in failures), failures  # the model's own flag
@@ -41,7 +44,7 @@ def test_denoising_beats_the_noisy_input_with_xla_kernels(tmp_path_factory):
     module, env = XLA
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (requirements-test.txt installs it)")
-    work, images, _ = workflow_run(tmp_path_factory, "denoise", env=env, **DENOISE)
+    work, images, _ = workflow_run(tmp_path_factory, "denoise", env, checked_only=True, **DENOISE)
     assert learning_failures(work, images) == []
     summary = json.loads((work / "results" / "model" / "summary.json").read_text())
     assert summary["backend"] == module
@@ -72,7 +75,11 @@ def test_a_model_that_moves_its_input_fails_the_denoising_check(tmp_path_factory
     (nets / "shifted.py").write_text(SHIFTED)
     model = {"model": {"file": str(nets / "shifted.py")}}
     work, images, _ = workflow_run(
-        tmp_path_factory, "denoise_shifted", train=UNTRAINED, **{**DENOISE, **model}
+        tmp_path_factory,
+        "denoise_shifted",
+        checked_only=True,
+        train=UNTRAINED,
+        **{**DENOISE, **model},
     )
     failures = learning_failures(work, images)
     assert any("noisy input" in f and "validation PSNR" in f for f in failures), failures
@@ -80,7 +87,7 @@ def test_a_model_that_moves_its_input_fails_the_denoising_check(tmp_path_factory
 
 
 def test_restoring_jpeg_beats_the_jpeg_input(tmp_path_factory):
-    work, images, _ = workflow_run(tmp_path_factory, "restore", **RESTORE)
+    work, images, _ = workflow_run(tmp_path_factory, "restore", checked_only=True, **RESTORE)
     assert learning_failures(work, images) == []
 
 
@@ -88,5 +95,5 @@ PAIRED = {"task": {"kind": "paired"}, "model": {"preset": "dncnn"}}
 
 
 def test_learning_from_pairs_beats_the_damaged_input(tmp_path_factory):
-    work, images, _ = workflow_run(tmp_path_factory, "paired", **PAIRED)
+    work, images, _ = workflow_run(tmp_path_factory, "paired", checked_only=True, **PAIRED)
     assert learning_failures(work, images) == []

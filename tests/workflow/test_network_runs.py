@@ -142,7 +142,7 @@ def test_the_posts_other_networks_learn(tmp_path_factory):
     presets = ("unet", "resnet")
     variants = {name: {"model": {"preset": name}} for name in presets}
     work, images, _ = workflow_run(
-        tmp_path_factory, "posts", variants=variants, reconstruct={"tile": 128}
+        tmp_path_factory, "posts", checked_only=True, variants=variants, reconstruct={"tile": 128}
     )
     for name in presets:
         assert learning_failures(work, images, name) == [], name
