@@ -3,7 +3,7 @@ each scored on the same held-out photos against the best classical method for it
 
     python bench/learning_curve.py [--configs upscale jpeg] [--minutes 2.5 5 10 20]
                                    [--folders samples photos] [--out DIR]
-                                   [--png docs/learning_curve.png]
+                                   [--png docs/learning_curve.png] [--plot-only]
 
 Two folders: the seven sample photos (resources/sample_images), and the thirteen of
 resources/photos (those seven and six more: every photograph and texture of scikit-image's data
@@ -13,7 +13,8 @@ astronaut.png and coffee.png (split seed 169 puts them alone on the validation s
 folder), and every figure is the mean over those two: the network's PSNR minus the best
 classical method's. Prints the table, writes it as learning.tsv beside the runs (rows of earlier
 invocations with other configs, folders or budgets are kept, so a curve can be taken in parts),
-and plots gain against minutes, one line per folder, to --png.
+and plots gain against minutes, one line per folder, to --png (a config measured at one budget
+only is left out of the plot). --plot-only plots the table again without training.
 """
 
 import argparse
@@ -66,8 +67,16 @@ def main():
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "learning")
     ap.add_argument("--png", type=Path, default=REPO / "docs" / "learning_curve.png")
     ap.add_argument("--folders", nargs="+", default=["samples", "photos"], choices=FOLDERS)
+    ap.add_argument(
+        "--plot-only", action="store_true", help="plot DIR/learning.tsv again, training nothing"
+    )
     args = ap.parse_args()
     out = args.out.resolve()
+    if args.plot_only:
+        table = pd.read_csv(out / "learning.tsv", sep="\t")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        plot(table, args.png)
+        return
     rows = []
     for config in args.configs:
         for label in args.folders:
@@ -105,7 +114,13 @@ def plot(table, png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    configs = list(dict.fromkeys(table.config))
+    # a curve needs two budgets: a config measured at one only stays in the table, not the plot
+    configs = [
+        c for c in dict.fromkeys(table.config) if table[table.config == c].minutes.nunique() > 1
+    ]
+    if not configs:
+        print("no config has two budgets yet: nothing to plot")
+        return
     fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 3.6), dpi=100)
     for ax, config in zip(list(axes) if len(configs) > 1 else [axes], configs):
         part = table[table.config == config]

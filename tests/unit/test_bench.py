@@ -36,3 +36,26 @@ def test_bench_script_prints_its_figures(case):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(expected, done.stdout), done.stdout
+
+
+def test_the_learning_curve_plots_only_configs_with_two_budgets(tmp_path):
+    # --plot-only reads the table earlier runs wrote: a curve per config measured at two budgets
+    # or more, none for a config measured at one (a single dot is no curve)
+    rows = [
+        "config\tphotos\tminutes\tepochs\tpsnr\tbest classical\tgain",
+        "upscale\t7\t2.5\t8\t31.45\tlanczos\t1.36",
+        "upscale\t7\t5.0\t20\t31.54\tlanczos\t1.45",
+        "jpeg\t13\t6.5\t11\t29.26\ttotal variation\t0.09",
+    ]
+    cmd = [sys.executable, str(BENCH / "learning_curve.py"), "--plot-only", "--out", str(tmp_path)]
+    (tmp_path / "learning.tsv").write_text("\n".join(rows[:1] + rows[3:]) + "\n")
+    one = subprocess.run([*cmd, "--png", str(tmp_path / "one.png")], capture_output=True, text=True)
+    assert one.returncode == 0 and "nothing to plot" in one.stdout, one.stderr[-2000:]
+    assert not (tmp_path / "one.png").exists()
+    (tmp_path / "learning.tsv").write_text("\n".join(rows) + "\n")
+    two = subprocess.run([*cmd, "--png", str(tmp_path / "two.png")], capture_output=True, text=True)
+    assert two.returncode == 0 and "wrote" in two.stdout, two.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(tmp_path / "two.png") as png:  # one panel, upscale's: 5 inches at 100 dpi
+        assert png.size == (500, 360)
