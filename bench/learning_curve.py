@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.recipe import scores  # noqa: E402
-from tessera.files import write_tsv  # noqa: E402
+from tessera.files import atomic, write_tsv  # noqa: E402
 
 SAMPLES = REPO / "resources" / "sample_images"
 PHOTOS = REPO / "resources" / "photos"
@@ -73,9 +73,7 @@ def main():
     args = ap.parse_args()
     out = args.out.resolve()
     if args.plot_only:
-        table = pd.read_csv(out / "learning.tsv", sep="\t")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-        plot(table, args.png)
+        show(pd.read_csv(out / "learning.tsv", sep="\t"), args.png)
         return
     rows = []
     for config in args.configs:
@@ -104,8 +102,12 @@ def main():
         table = pd.concat([earlier, table]).drop_duplicates(key, keep="last")
     table = table.sort_values(key)
     write_tsv(table, out / "learning.tsv")  # read back by the next run: never half-written
+    show(table, args.png)
+
+
+def show(table, png):
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    plot(table, args.png)
+    plot(table, png)
 
 
 def plot(table, png):
@@ -135,8 +137,8 @@ def plot(table, png):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
+    with atomic(png) as tmp:  # the docs' picture: never half-written under its name
+        fig.savefig(tmp)
     print(f"wrote {png}")
 
 
