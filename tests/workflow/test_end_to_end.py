@@ -59,10 +59,9 @@ def workflow_run(tmp_path_factory, name, env=None, checked_only=False, **changes
 
 
 def validation_images(work):
-    """The images the split put on the validation side (of every split, where variants share it)."""
-    tables = list((work / "results").glob("*/split.tsv")) + list(
-        (work / "results").glob("shared/*/split.tsv")
-    )
+    """The images the split put on the validation side (of every split table: results/dataset/,
+    or results/shared/split-*/ where variants share one)."""
+    tables = list((work / "results").rglob("split.tsv"))
     assert tables, f"no split table under {work / 'results'}"
     return sorted(
         {i for t in tables for i in pd.read_csv(t, sep="\t").query("split == 'val'").image}
