@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 
 from tessera import TesseraError
-from tessera.models.layers import FILL_STEPS
+from tessera.models.layers import fill_reach
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def _layer_reach(layer, reach, axis):
             return None
         return reach.transposed(k, s, _same_before(k, s) if c["padding"] == "same" else 0)
     if kind == "FillHoles":
-        return reach.window(2 * 2 * FILL_STEPS + 1, 1, 2 * FILL_STEPS)
+        far = fill_reach(c.get("steps", 0))
+        return reach.window(2 * far + 1, 1, far)
     if kind == "Bicubic":
         return _bicubic_reach(reach, c["factor"])
     if kind == "Cropping2D":

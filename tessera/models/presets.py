@@ -66,7 +66,7 @@ def _input(mask):
     if mask is None:
         return inp, inp, inp
     hole_mask, fill_holes, _ = layers_.mask_layers()
-    filled = fill_holes(mask, name="fill_holes")(inp)
+    filled = fill_holes(mask, layers_.BIHARMONIC_STEPS, name="fill_holes")(inp)
     both = layers.Concatenate(dtype="float32")([filled, hole_mask(mask, name="hole_mask")(inp)])
     return inp, both, filled
 

@@ -204,7 +204,7 @@ def declared_geometry(spec):
     """(size multiple, output border, receptive radius) of the network a model section
     describes, known before anything is built; None for a model file, or a preset that declares
     no reach (both measured by the training job)."""
-    from tessera.models.layers import FILL_STEPS
+    from tessera.models.layers import BIHARMONIC_STEPS, fill_reach
 
     spec = normalise(spec)
     if "file" in spec:
@@ -213,7 +213,7 @@ def declared_geometry(spec):
     if p.border is None or p.radius is None:
         return None
     # the fill of the holes comes before the network: its reach adds to the network's
-    fill = 2 * FILL_STEPS if "mask" in spec else 0
+    fill = fill_reach(BIHARMONIC_STEPS) if "mask" in spec else 0
     return 2 ** p.downsamplings(spec), p.border(spec), p.radius(spec) + fill
 
 

@@ -19,9 +19,10 @@ from tessera.tasks.denoise import gaussian_blur, nl_means
 from tessera.tasks.reconstruct import jpeg as jpeg_codec
 from tessera.tasks.registry import Task, register, rng_for
 
-# Holes are mid-gray. With `mask: true` (the default) the network is told where they are: its first
-# layer marks every pixel of exactly this colour as a hole (a fourth channel, tessera.models), so
-# a user's own damaged image says where its holes are by being painted this colour there.
+# Holes are mid-gray. With `mask: true` (the default) the network is told where they are: its
+# first layers mark every pixel of exactly this colour as a hole (a channel of its own,
+# tessera.models), so a user's own damaged image says where its holes are by being painted this
+# colour there.
 HOLE_FILL = 128
 HOLE_AREA = 64 * 64  # task holes' count is per this many pixels, so it scales with the image
 
