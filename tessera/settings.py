@@ -285,22 +285,18 @@ def _check_reach(config, geometry, task):
             f"reconstruct.margin: {rec['margin']} is less than the output border {border} of "
             f"{what}: tiles would give no output for their edges; use at least {border}"
         )
-    from tessera.reconstruct import default_margin
-
-    if rec["mode"] == "naive":
-        margin, why = border, "its output border"
-    elif rec["margin"] is None:
-        margin = default_margin(radius, multiple, border)
-        why = f"reconstruct.margin null: the receptive radius {radius}, rounded to whole steps"
-    else:
-        return  # a margin given is checked against the tile with the size multiple (check)
+    if rec["mode"] != "naive":
+        # a margin given is checked against the tile with the size multiple (check); with the
+        # margin null, a tile too small for the model's reach is widened (reconstruct.plan_for)
+        return
+    margin = border
     stride = rec["tile"] - 2 * margin
     if stride <= 0 or stride % multiple:
         fits = 2 * margin + multiple
         raise TesseraError(
             f"reconstruct.tile: {rec['tile']} leaves no whole centre for {models.label(config['model'])}, "
-            f"whose tiles lose {margin} pixels on each side ({why}); use a tile of at least "
-            f"{fits}" + (f", a multiple of {multiple}" if multiple > 1 else "")
+            f"whose tiles lose {margin} pixels on each side (its output border); use a tile of at "
+            f"least {fits}" + (f", a multiple of {multiple}" if multiple > 1 else "")
         )
 
 
