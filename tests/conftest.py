@@ -121,6 +121,20 @@ def snakemake(workdir, *args, check=True, timeout=600, snakefile=None, env=None)
 # Every test of tests/workflow/ and tests/slurm/ runs Snakemake: all of them are slow, so that the
 # quick loop (pytest -m "not slow") is the unit tests that neither train for long nor run it.
 RUN_SNAKEMAKE = ("workflow", "slurm")
+# The files that take longest, longest first (each over 90 s of setup and calls in
+# `python -m pytest --durations=0` on 2 cores; docs/benchmarks.md#the-test-suite).
+LONGEST_FIRST = (
+    "test_rerun.py",
+    "test_network_runs.py",
+    "test_gpu_check.py",
+    "test_variants.py",
+    "test_learning_checks.py",
+    "test_slurm.py",
+    "test_faults.py",
+    "test_real_folders.py",
+    "test_end_to_end.py",
+    "test_package.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -128,8 +142,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(tests / folder in Path(item.fspath).parents for folder in RUN_SNAKEMAKE):
             item.add_marker(pytest.mark.slow)
-    # The files with slow tests first, the quick ones after: the two workers then end together,
-    # on short files, rather than one waiting while the other runs a long file alone. (A stable
-    # sort by file: each file's tests stay together and in order.)
+    # The files with slow tests first, the longest of them first, the quick ones after: the two
+    # workers then end together, on short files, rather than one waiting while the other runs a
+    # long file alone (pyproject.toml keeps xdist from reordering files by their test count). A
+    # stable sort by file: each file's tests stay together and in order.
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+
+    def rank(item):
+        name = item.path.name
+        longest = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return item.path not in slow, longest
+
+    items.sort(key=rank)
