@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +148,12 @@ def pytest_collection_modifyitems(config, items):
     # long file alone (pyproject.toml keeps xdist from reordering files by their test count). A
     # stable sort by file: each file's tests stay together and in order.
     slow = {item.path for item in items if item.get_closest_marker("slow")}
+    count = Counter(item.path for item in items)
 
     def rank(item):
+        # then the files with more tests first, as xdist would order them
         name = item.path.name
         longest = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-        return item.path not in slow, longest
+        return item.path not in slow, longest, -count[item.path]
 
     items.sort(key=rank)
