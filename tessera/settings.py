@@ -289,13 +289,12 @@ def _check_reach(config, geometry, task):
         # a margin given is checked against the tile with the size multiple (check); with the
         # margin null, a tile too small for the model's reach is widened (reconstruct.plan_for)
         return
-    margin = border
-    stride = rec["tile"] - 2 * margin
+    stride = rec["tile"] - 2 * border  # naive tiles lose only the output border
     if stride <= 0 or stride % multiple:
-        fits = 2 * margin + multiple
+        fits = 2 * border + multiple
         raise TesseraError(
             f"reconstruct.tile: {rec['tile']} leaves no whole centre for {models.label(config['model'])}, "
-            f"whose tiles lose {margin} pixels on each side (its output border); use a tile of at "
+            f"whose tiles lose {border} pixels on each side (its output border); use a tile of at "
             f"least {fits}" + (f", a multiple of {multiple}" if multiple > 1 else "")
         )
 

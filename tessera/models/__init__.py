@@ -20,12 +20,12 @@ from tessera.models.registry import (  # noqa: F401
     preset,
 )
 from tessera.models import presets  # noqa: F401  (registers the presets)
-from tessera.models.layers import (
+from tessera.models.layers import (  # noqa: F401
     BIHARMONIC_STEPS,
     FILL_STEPS,
     fill_reach,
     mask_layers,
-)  # noqa: F401
+)
 from tessera.models.userfile import build_file, check_model  # noqa: F401
 from tessera.models.geometry import (  # noqa: F401
     PROBE_MAX_SIDE,

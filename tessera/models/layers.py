@@ -70,13 +70,15 @@ def mask_layers():
         def compute_output_shape(self, shape):
             return (*shape[:-1], 1)
 
-    def laplacian(x):
+    # the 5-point Laplacian of each channel, one depthwise kernel made once
+    cross = np.zeros((3, 3, 3, 1), np.float32)
+    cross[1, :], cross[:, 1] = 1, 1
+    cross[1, 1] = -4
+
+    def laplacian(x, kernel):
         # mirrored at the image's edges (no pull towards the zeros beyond them)
         x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), "symmetric")
-        kernel = np.zeros((3, 3, x.shape[-1], 1), np.float32)
-        kernel[1, :], kernel[:, 1] = 1, 1
-        kernel[1, 1] = -4
-        return ops.depthwise_conv(x, ops.convert_to_tensor(kernel), 1, "valid")
+        return ops.depthwise_conv(x, kernel, 1, "valid")
 
     @keras.saving.register_keras_serializable(package="tessera")
     class FillHoles(_Fill):
@@ -105,9 +107,11 @@ def mask_layers():
                 for _ in range(FILL_STEPS):  # smooth inside the holes only
                     x = x + hole * (box(x) / area - x)
                 return x
-            before = x
+            before, kernel = x, ops.convert_to_tensor(cross)
             for _ in range(self.steps):  # the known pixels stay as they are
-                step = _MOMENTUM * (x - before) - _RATE * hole * laplacian(laplacian(x))
+                step = _MOMENTUM * (x - before) - _RATE * hole * laplacian(
+                    laplacian(x, kernel), kernel
+                )
                 before, x = x, x + step
             return x
 
