@@ -239,7 +239,10 @@ def test_every_job_is_benchmarked_and_the_report_shows_each_stages_cost(run):
         assert abs(wall - sum(t.s.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
         assert abs(cpu - sum(t.cpu_time.sum() for t in tables)) <= 0.05 * len(paths) + 1e-9
         assert abs(rss - max(t.max_rss.max() for t in tables)) <= 0.5
-        assert wall > 0 and rss > 0
+        # Snakemake samples memory while a job runs: a job of a fraction of a second (the
+        # split, on a fast CPU) may end before its first sample, and shows 0 MB
+        assert wall > 0 and rss >= 0
+    assert rows["train"][2] > 0  # training runs seconds: sampled
     assert rows["all"][0] == sum(len(p) for p in files.values())
     assert rows["train"][1] > rows["split"][1]  # training is the run's longest job
 
