@@ -126,9 +126,9 @@ RUN_SNAKEMAKE = ("workflow", "slurm")
 # `python -m pytest --durations=0` on 2 cores; docs/benchmarks.md#the-test-suite).
 LONGEST_FIRST = (
     "test_rerun.py",
-    "test_network_runs.py",
-    "test_gpu_check.py",
     "test_variants.py",
+    "test_gpu_check.py",
+    "test_network_runs.py",
     "test_learning_checks.py",
     "test_slurm.py",
     "test_faults.py",
