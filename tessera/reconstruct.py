@@ -238,7 +238,7 @@ def plan_for(image, summary, tile, margin, mode):
     if margin is None:
         margin = default_margin(summary["receptive_radius"], multiple, border, scale)
         if tile <= 2 * margin and mode != "naive":
-            # a model that sees far (a fill of holes reaches 56 pixels) would leave the default
+            # a model that sees far (a fill of holes reaches 136 pixels) would leave the default
             # tile no centre: widen it to keep one of 64 pixels, as the result is the same
             tile = 2 * margin + -(-64 // multiple) * multiple
     return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode, border, scale)

@@ -12,10 +12,11 @@ FILL_STEPS = 8
 # biharmonic fill, the smoothest surface through the hole's edge that continues its slopes, as
 # skimage's inpaint_biharmonic solves it exactly: a fixed, local iteration (each step reaches 2
 # pixels further), so a tile gives what the whole image gives. Inside the holes of
-# config/inpaint.yaml, on the 13 photos of resources/photos, 24 steps come to 0.38 dB below the
-# exact solution on average, where the harmonic smoothing of earlier models stays 1.52 dB below
-# (python bench/fills.py); each further step widens every tile's margin by 2 pixels.
-BIHARMONIC_STEPS = 24
+# config/inpaint.yaml, on the 13 photos of resources/photos, 64 steps come to 0.01 dB below the
+# exact solution on average (24 steps, the models of 2026-12-07, 0.38 dB), where the harmonic
+# smoothing of earlier models stays 1.52 dB below (python bench/fills.py); each step widens every
+# tile's margin by 2 pixels, and costs a small part of a dncnn's time.
+BIHARMONIC_STEPS = 64
 # The momentum's constants for the bilaplacian's eigenvalues in [0.03, 64]: 64 bounds them for any
 # image; 0.03 is about the smallest in a hole 6 pixels wide, the widest config/inpaint.yaml makes.
 _LOW, _HIGH = 0.03, 64.0

@@ -156,7 +156,7 @@ def test_a_network_told_the_holes_tiles_exactly_and_starts_from_a_smooth_fill():
     from tessera.tasks.restore import inpaint_biharmonic
 
     spec = restore("holes")
-    image = sample("astronaut.png", (60, 20, 360, 280))  # 300 x 260
+    image = sample("astronaut.png", (0, 16, 512, 496))  # 512 x 480
     given, extra = tasks.get(spec).fixed(image, spec, "a.png")
     net = models.build({"preset": "dncnn", **tasks.get(spec).model_options(spec)})
     holes = extra["holes"]
@@ -172,7 +172,7 @@ def test_a_network_told_the_holes_tiles_exactly_and_starts_from_a_smooth_fill():
     noise.set_weights([w + 0.01 for w in noise.get_weights()])
     summary = models.describe(net)
     assert summary["receptive_radius"] == 8 + models.fill_reach(models.BIHARMONIC_STEPS)
-    plan = rec.plan_for(given, summary, 192, None, "crop")
+    plan = rec.plan_for(given, summary, 416, None, "crop")  # a margin of 144: stride 128
     tiled, whole = rec.reconstruct(net, given, plan, batch_size=4), whole_image(net, given, plan)
     assert plan.count > 6
     # float32 sums in another order on a tile than on the whole image; see test_geometry
