@@ -239,8 +239,11 @@ def plan_for(image, summary, tile, margin, mode):
         margin = default_margin(summary["receptive_radius"], multiple, border, scale)
         if tile <= 2 * margin and mode != "naive":
             # a model that sees far (a fill of holes reaches 136 pixels) would leave the default
-            # tile no centre: widen it to keep one of 64 pixels, as the result is the same
-            tile = 2 * margin + -(-64 // multiple) * multiple
+            # tile no centre: widen it, as the result is the same, to keep a centre as wide as
+            # both margins (64 pixels at least), so that the tiles compute each pixel of the
+            # image about 4 times, not 16 or more as with a narrow centre
+            centre = max(64, 2 * margin)
+            tile = 2 * margin + -(-centre // multiple) * multiple
     return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode, border, scale)
 
 

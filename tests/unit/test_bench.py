@@ -17,6 +17,7 @@ CASES = {
     "radius.py": (["--presets", "dncnn"], r"dncnn +8 +8 +[\d.e+-]+ +[\d.e+-]+"),
     "scale.py": (["--sizes", "3", "--steps", "2", "--plan", "20"], r"snakemake -n on 20 images: [\d.]+ s"),
     "configs.py": (["--examples", "20", "--in-process"], r"20 configurations drawn from the schema"),
+    "suite_cpu.py": (["tests/unit/test_requirements.py", "-n", "0", "-p", "no:cacheprovider"], r"\npytest +1 +[\d.]+ +0 .*\nall processes counted: \d+ s of CPU in [1-9]\d* processes"),
 }  # fmt: skip
 
 

@@ -278,7 +278,7 @@ def test_a_default_tile_too_small_for_the_models_reach_is_widened_and_a_set_marg
     summary = {"size_multiple": 4, "receptive_radius": 64}
     image = np.zeros((300, 200, 3), np.uint8)
     plan = rec.plan_for(image, summary, 128, None, "crop")
-    assert (plan.margin, plan.tile, plan.stride) == (64, 192, 64)
+    assert (plan.margin, plan.tile, plan.stride) == (64, 256, 128)  # the centre as wide as both
     assert plan.rows * plan.stride >= 300 and plan.cols * plan.stride >= 200
     # the counterpart: a margin the user set is theirs, and a tile with no centre left is refused
     with pytest.raises(TesseraError, match="raise reconstruct.tile"):
