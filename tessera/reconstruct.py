@@ -240,8 +240,8 @@ def plan_for(image, summary, tile, margin, mode):
         if tile <= 2 * margin and mode != "naive":
             # a model that sees far (a fill of holes reaches 136 pixels) would leave the default
             # tile no centre: widen it, as the result is the same, to keep a centre as wide as
-            # both margins (64 pixels at least), so that the tiles compute each pixel of the
-            # image about 4 times, not 16 or more as with a narrow centre
+            # both margins (64 pixels at least): the tiles then compute each pixel of the image
+            # about 4 times, where a centre of 64 would compute it 9 to 30 times
             centre = max(64, 2 * margin)
             tile = 2 * margin + -(-centre // multiple) * multiple
     return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode, border, scale)
