@@ -48,7 +48,10 @@ def kind(argv):
     if job:
         return f"job: {job.group(1)}"
     words = argv.split()
-    if "snakemake" in argv and words and not words[0].endswith(".py"):
+    if words and (
+        words[0].endswith(os.path.join("snakemake", "__main__.py"))
+        or words[0].endswith("snakemake")
+    ):
         return "snakemake -n" if {"-n", "--dry-run"} & set(words) else "snakemake"
     if not words or words[0] == "-c":
         return "pytest workers (the tests run in them), python -c"

@@ -241,8 +241,9 @@ def plan_for(image, summary, tile, margin, mode):
             # a model that sees far (a fill of holes reaches 136 pixels) would leave the default
             # tile no centre: widen it, as the result is the same, to keep a centre as wide as
             # both margins (64 pixels at least): the tiles then compute each pixel of the image
-            # about 4 times, where a centre of 64 would compute it 9 to 30 times
-            centre = max(64, 2 * margin)
+            # about 4 times, where a centre of 64 would compute it 9 to 30 times. No wider than
+            # the image, which one centre then holds.
+            centre = max(64, min(2 * margin, max(image.shape[:2])))
             tile = 2 * margin + -(-centre // multiple) * multiple
     return make_plan(image.shape[0], image.shape[1], tile, margin, multiple, mode, border, scale)
 

@@ -280,6 +280,9 @@ def test_a_default_tile_too_small_for_the_models_reach_is_widened_and_a_set_marg
     plan = rec.plan_for(image, summary, 128, None, "crop")
     assert (plan.margin, plan.tile, plan.stride) == (64, 256, 128)  # the centre as wide as both
     assert plan.rows * plan.stride >= 300 and plan.cols * plan.stride >= 200
+    # no wider than the image: one tile holds a small one
+    small = rec.plan_for(image[:72, :96], summary, 128, None, "crop")
+    assert (small.tile, small.stride, small.count) == (224, 96, 1)
     # the counterpart: a margin the user set is theirs, and a tile with no centre left is refused
     with pytest.raises(TesseraError, match="raise reconstruct.tile"):
         rec.plan_for(image, summary, 128, 64, "crop")
